@@ -11,6 +11,7 @@ import sys
 # Module (in this package) -> it defines `register(subparsers)` adding one or more subcommands.
 COMMAND_MODULES = [
     "data",
+    "tokens",
     "model",
     "train",
     "simulate",
