@@ -124,6 +124,9 @@ class MapData:
     exit_lane_ids: np.ndarray  # [n_exit] int64
     stop_sign_lane_offsets: np.ndarray  # [n_feature + 1] int64 (non-empty only for stop signs)
     stop_sign_lane_ids: np.ndarray  # [n_stop_lane] int64
+    # Exact proto doubles of `points` (MapPoint x/y/z are doubles); None when built in memory.
+    # Only used to make Scene -> Scenario exact; entries that no longer match `points` are ignored.
+    points_f64: np.ndarray | None = None  # [n_point, 3] float64
 
     @property
     def n_feature(self) -> int:
@@ -184,6 +187,8 @@ class TrafficSignals:
     stop_point: np.ndarray  # [n_step, n_signal_lane, 3] float32
     present: np.ndarray  # [n_step, n_signal_lane] bool
     order: np.ndarray  # [n_step, n_signal_lane] int16
+    # Exact proto doubles of `stop_point`; None when built in memory (see MapData.points_f64).
+    stop_point_f64: np.ndarray | None = None  # [n_step, n_signal_lane, 3] float64
 
     @property
     def n_lane(self) -> int:
@@ -223,6 +228,10 @@ class Scene:
     # Order of `tracks_to_predict` in the proto (row indices), to reproduce it on the way back.
     tracks_to_predict_order: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # [n_ttp] int64
     source: str = ""  # file the scene came from ("" if built in memory)
+    # Exact proto doubles of x, y, z (ObjectState.center_* are doubles; agent_states is float32).
+    # None when built in memory. Only used to make Scene -> Scenario exact: entries whose float32
+    # value no longer matches `agent_states` are ignored, so editing agent_states stays safe.
+    agent_xyz_f64: np.ndarray | None = None  # [n_agent, n_step, 3] float64
 
     # ----- sizes -----
     @property

@@ -93,6 +93,9 @@ class ReadStats:
     bytes: int = 0  # payload bytes yielded
     skipped: int = 0  # corrupt records skipped (skip_corrupt mode)
     files_abandoned: int = 0  # files whose tail could not be read (bad length CRC, truncation, bad gzip)
+    not_scenario: int = 0  # of `skipped`: records that framed fine but are not a Scenario (scenario_io)
+    invalid: int = 0  # of `skipped`: scenes that failed validation (scenario_io, validate=True)
+    missing_map: int = 0  # scenes read that have no map features (allowed, counted)
     errors: list[str] = field(default_factory=list)
 
     def record_skip(self, err: Exception, abandon_file: bool = False) -> None:
@@ -107,6 +110,9 @@ class ReadStats:
         self.bytes += other.bytes
         self.skipped += other.skipped
         self.files_abandoned += other.files_abandoned
+        self.not_scenario += other.not_scenario
+        self.invalid += other.invalid
+        self.missing_map += other.missing_map
         self.errors.extend(other.errors)
         return self
 
@@ -117,14 +123,25 @@ class ReadStats:
             "bytes": self.bytes,
             "skipped": self.skipped,
             "files_abandoned": self.files_abandoned,
+            "not_scenario": self.not_scenario,
+            "invalid": self.invalid,
+            "missing_map": self.missing_map,
             "errors": list(self.errors),
         }
 
     def summary(self) -> str:
-        return (
-            f"{self.records} records read from {self.files} files, {self.skipped} corrupt records skipped"
-            + (f" ({self.files_abandoned} files abandoned at a corrupt record)" if self.files_abandoned else "")
-        )
+        extra = []
+        if self.files_abandoned:
+            extra.append(f"{self.files_abandoned} files abandoned at a corrupt record")
+        if self.not_scenario:
+            extra.append(f"{self.not_scenario} not a Scenario")
+        if self.invalid:
+            extra.append(f"{self.invalid} failed validation")
+        text = f"{self.records} records read from {self.files} files, {self.skipped} corrupt records skipped"
+        text += f" ({'; '.join(extra)})" if extra else ""
+        if self.missing_map:
+            text += f"; {self.missing_map} scenes without map features"
+        return text
 
 
 # ----------------------------------------------------------------------------- paths
