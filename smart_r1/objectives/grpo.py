@@ -1,0 +1,44 @@
+"""GRPO (Shao et al. 2024), the table-4 comparison: group-normalised advantages over the G
+rollouts of each scene, (r_i - mean_G) / std_G, clipped importance ratio against the sampling
+policy's log-probs, and beta * k3 KL to the frozen reference. Shares MPO's rollout and rewards
+(per-rollout reward by default: a scene-shared reward would make every advantage 0)."""
+
+from __future__ import annotations
+
+import torch
+
+from smart_r1.objectives.base import RLObjective, per_token_from_scene
+from smart_r1.objectives.losses import group_normalized_advantages, grpo_loss, masked_mean
+from smart_r1.objectives.registry import register_objective
+from smart_r1.tokens.tokenized_scene import N_HISTORY_TOKEN
+
+
+@register_objective("grpo")
+class GRPO(RLObjective):
+    def __init__(
+        self,
+        beta: float = 0.04,
+        clip_eps: float = 0.2,
+        n_rollout: int = 8,
+        sampler: str = "topk",
+        sampler_params: dict | None = None,
+        backend: str = "fast",
+        reward: str = "rollout",
+        backend_params: dict | None = None,
+    ):
+        super().__init__(n_rollout, sampler, sampler_params, backend, reward, backend_params)
+        if reward == "scene":
+            raise ValueError("grpo: reward 'scene' gives every rollout of a group the same reward -> zero advantages")
+        self.beta = float(beta)
+        self.clip_eps = float(clip_eps)
+
+    def advantages(self, rewards):
+        return group_normalized_advantages(rewards)  # [G, n_scene]
+
+    def loss(self, policy, experience, reference=None):
+        logp, logp_ref, mask = self._policy_and_ref_logprobs(policy, experience, reference)  # [R, n_agent, 16]
+        rb = experience.rollout
+        logp_old = rb.logprob.to(logp.device).float()  # [R, n_agent, 16] sampling policy
+        adv_tok = per_token_from_scene(experience.advantages.to(logp.device), experience.inputs.batch.agent_scene, logp.shape[-1])
+        loss, kl = grpo_loss(logp, logp_old, logp_ref, adv_tok, mask, self.clip_eps, self.beta)
+        return loss, {"loss": float(loss), "kl": float(masked_mean(kl.detach(), mask)), "n_token": float(mask.sum())}

@@ -1,0 +1,92 @@
+"""Metric-oriented Policy Optimization (paper section 3.3, algorithm 1, eqs. 3-5).
+
+Per step: roll the policy out (R rollouts per scene), score with the realism meta metric
+(fast backend by default), advantage A = r - alpha (eq. 3), per-token k3 KL to the frozen
+reference (eq. 4), loss = -(pi/pi_detached * A - beta * KL) averaged over tokens (eq. 5).
+
+Reward unit (`reward:`; the paper is ambiguous) — see `base.py` for the three modes:
+- `scene`: the group's distribution-level meta metric, shared by the scene's rollouts,
+- `rollout` (**default**): each rollout's own meta metric,
+- `leave_one_out`: jackknife pseudo-value of the rollout in the group metric.
+
+Why `rollout` is the default: with `scene` every rollout of a scene gets the same advantage, so
+the update cannot tell a good rollout from a bad one inside a scene and mostly learns which
+*scenes* are easy (high variance, no within-scene credit assignment). The per-rollout score
+ranks the rollouts of one scene against each other at the cost of one backend call per scene,
+and the fast backend returns it for free. `leave_one_out` is the same idea measured inside the
+distribution-level metric but costs R extra backend calls per scene.
+
+alpha (`alpha:`) is a number (paper: 0.77 = the SFT model's average WOMD reward) or
+`"calibrate"` (**default**): before the first update of the stage, the mean reward of the
+starting policy over `calibration_batches` batches — on synthetic scenes the reward's scale is
+not WOMD's, and the per-rollout reward's scale is not the scene score's, so a hard-coded 0.77
+would make every advantage the same sign. The calibrated value is checkpointed.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from smart_r1.objectives.base import RLObjective, per_token_from_scene
+from smart_r1.objectives.losses import masked_mean, mpo_loss
+from smart_r1.objectives.registry import register_objective
+
+
+@register_objective("mpo")
+class MPO(RLObjective):
+    def __init__(
+        self,
+        alpha: float | str = "calibrate",
+        beta: float = 0.04,
+        calibration_batches: int = 4,
+        n_rollout: int = 8,
+        sampler: str = "topk",
+        sampler_params: dict | None = None,
+        backend: str = "fast",
+        reward: str = "rollout",
+        backend_params: dict | None = None,
+    ):
+        super().__init__(n_rollout, sampler, sampler_params, backend, reward, backend_params)
+        if isinstance(alpha, str):
+            if alpha != "calibrate":
+                raise ValueError(f"mpo: alpha must be a number or 'calibrate', got {alpha!r}")
+            self.alpha: float | None = None
+        else:
+            self.alpha = float(alpha)
+        self.calibrate = self.alpha is None
+        self.calibration_batches = int(calibration_batches)
+        self.beta = float(beta)
+
+    @property
+    def needs_calibration(self) -> bool:
+        return self.alpha is None
+
+    def set_alpha(self, alpha: float) -> None:
+        self.alpha = float(alpha)
+
+    def advantages(self, rewards: torch.Tensor) -> torch.Tensor | None:
+        if self.alpha is None:
+            return None  # calibration pass: rewards only
+        return rewards - self.alpha  # [R, n_scene] eq. 3
+
+    def loss(self, policy, experience, reference=None):
+        if self.alpha is None:
+            raise RuntimeError("mpo: alpha is 'calibrate' but was never calibrated (call set_alpha first)")
+        logp, logp_ref, mask = self._policy_and_ref_logprobs(policy, experience, reference)  # [R, n_agent, 16]
+        adv = experience.rewards - self.alpha  # [R, n_scene]
+        adv_tok = per_token_from_scene(adv.to(logp.device), experience.inputs.batch.agent_scene, logp.shape[-1])  # [R, n_agent, 16]
+        loss, kl = mpo_loss(logp, logp_ref, adv_tok, mask, self.beta)
+        return loss, {
+            "loss": float(loss),
+            "kl": float(masked_mean(kl.detach(), mask)),
+            "alpha": self.alpha,
+            "advantage/mean": float(adv.mean()),
+            "logp/mean": float(masked_mean(logp.detach(), mask)),
+            "n_token": float(mask.sum()),
+        }
+
+    def state_dict(self):
+        return {"alpha": self.alpha}
+
+    def load_state_dict(self, state):
+        self.alpha = state.get("alpha", self.alpha)
