@@ -403,3 +403,62 @@ class OfficialBackend(MetricBackend):
             items = tqdm(items, total=len(scenes), desc="official WOSAC metrics", unit="scene")
         return [self.score(s, r, p) for s, r, p in items]
 
+
+
+# ----------------------------------------------------------------------------------------------
+# Small scenes for cheap live checks of the official scorer
+# ----------------------------------------------------------------------------------------------
+
+
+def cut_down_scenario(scenario, n_extra_agents: int = 2, map_radius_m: float = 30.0, scenario_id: str | None = None):
+    """A smaller copy of a `scenario_pb2.Scenario` that the official scorer handles in seconds:
+    the SDC, the tracks to predict and the `n_extra_agents` other sim agents nearest to the SDC
+    at the current step (tracks not valid then are dropped), and only the map features with a
+    point within `map_radius_m` of a kept agent's logged positions. Dynamic map states are kept
+    whole. It is a new scene (its official scores differ from the original's), id
+    `scenario_id` (default `<id>_small`)."""
+    import numpy as np
+    from waymo_open_dataset.protos import scenario_pb2
+
+    cur = int(scenario.current_time_index)
+    tracks = list(scenario.tracks)
+    sdc = int(scenario.sdc_track_index)
+    must = {sdc} | {int(t.track_index) for t in scenario.tracks_to_predict}
+    sdc_xy = np.array([tracks[sdc].states[cur].center_x, tracks[sdc].states[cur].center_y])  # [2]
+    others = [i for i, t in enumerate(tracks) if t.states[cur].valid and i not in must]
+    dist = [float(np.hypot(tracks[i].states[cur].center_x - sdc_xy[0], tracks[i].states[cur].center_y - sdc_xy[1])) for i in others]
+    keep = sorted(must | {others[j] for j in np.argsort(dist)[:n_extra_agents]})
+    new_index = {old: new for new, old in enumerate(keep)}
+
+    out = scenario_pb2.Scenario()
+    out.CopyFrom(scenario)
+    out.scenario_id = scenario_id or f"{scenario.scenario_id}_small"
+    del out.tracks[:]
+    out.tracks.extend(tracks[i] for i in keep)
+    out.sdc_track_index = new_index[sdc]
+    del out.tracks_to_predict[:]
+    for t in scenario.tracks_to_predict:
+        out.tracks_to_predict.add(track_index=new_index[int(t.track_index)], difficulty=t.difficulty)
+    del out.objects_of_interest[:]
+    kept_ids = {tracks[i].id for i in keep}
+    out.objects_of_interest.extend(i for i in scenario.objects_of_interest if i in kept_ids)
+
+    pts = np.array(
+        [[s.center_x, s.center_y] for i in keep for s in tracks[i].states if s.valid], np.float64
+    )  # [n_valid_state, 2]
+    del out.map_features[:]
+    for feature in scenario.map_features:
+        kind = feature.WhichOneof("feature_data")
+        if kind is None:
+            continue
+        body = getattr(feature, kind)
+        poly = getattr(body, "polyline", None) or getattr(body, "polygon", None)
+        if kind == "stop_sign":
+            poly = [body.position]
+        if poly is None or len(poly) == 0:
+            continue
+        xy = np.array([[p.x, p.y] for p in poly], np.float64)  # [n_point, 2]
+        d2 = ((xy[:, None, :] - pts[None, :, :]) ** 2).sum(-1)  # [n_point, n_valid_state]
+        if d2.min() <= map_radius_m**2:
+            out.map_features.append(feature)
+    return out

@@ -558,3 +558,40 @@ def iter_scenario_protos(paths: Iterable[str | os.PathLike]) -> Iterator:
             if not scenario.scenario_id:
                 raise ValueError(f"{path}: record {i}: Scenario without scenario_id")
             yield scenario
+
+
+def read_scenarios(spec, only_ids: Iterable[str] | None = None) -> dict:
+    """`{scenario_id: scenario_pb2.Scenario}` from a path, glob, comma list, directory or list.
+    Uses `smart_r1.data.scenario_io.read_scenario_protos` when present (CRC-checked, gzip),
+    else this module's TFRecord reader. `only_ids`: keep just these scenes. A scenario id seen
+    twice is an error; a spec that matches no file is an error."""
+    wanted = set(only_ids) if only_ids is not None else None
+    try:
+        from smart_r1.data.scenario_io import read_scenario_protos
+
+        protos: Iterable = read_scenario_protos(spec)
+    except ImportError:
+        specs = [spec] if isinstance(spec, (str, os.PathLike)) else list(spec)
+        files: list[str] = []
+        for s in specs:
+            for part in str(s).split(","):
+                p = Path(part)
+                if p.is_dir():
+                    files += sorted(str(q) for q in p.iterdir() if q.is_file())
+                elif p.exists():
+                    files.append(str(p))
+                else:
+                    matched = sorted(glob.glob(part))
+                    if not matched:
+                        raise FileNotFoundError(f"scenes {part!r}: no such file")
+                    files += matched
+        protos = iter_scenario_protos(files)
+    out: dict = {}
+    for proto in protos:
+        sid = str(proto.scenario_id)
+        if wanted is not None and sid not in wanted:
+            continue
+        if sid in out:
+            raise ValueError(f"scenes {spec}: scenario {sid!r} appears twice")
+        out[sid] = proto
+    return out
