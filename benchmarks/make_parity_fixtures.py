@@ -1,0 +1,287 @@
+"""Official WOSAC 2025 results as parity fixtures for the fast metric backend.
+
+Runs the installed official code (`waymo_open_dataset`, in-process, TensorFlow) on parity
+scenes x rollout policies and stores, per case, the scene (as a Scenario proto), the rollouts
+(float32 npz) and the official `SimAgentMetrics` fields (JSON) under
+`tests/fixtures/metrics/parity/`. Expensive (tens of seconds per case on 2 cores; preload
+tcmalloc: `LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4`). Not a test.
+
+    python -m benchmarks.make_parity_fixtures [--n-scenes 20] [--policies log_noise,const_vel,frozen,perturbed]
+
+Scenes: if `smart_r1.data.synth.generate_scenario` is usable, synthetic scenes; otherwise
+parity scenes derived from the real scene 637f20cafde22ff8 (subsets of agents, translated /
+rotated, altered signal states), see `derived_scenarios`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from smart_r1.data.scene import (  # noqa: E402
+    MapData,
+    MapKind,
+    Scene,
+    TrafficSignals,
+)
+from smart_r1.sim.rollouts import Rollouts  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+REAL_SCENARIO = ROOT / "tests" / "fixtures" / "womd" / "scenario_637f20cafde22ff8.tfrecord"
+REAL_SUBMISSION = ROOT / "tests" / "fixtures" / "womd" / "constant_velocity_submission_637f20cafde22ff8.binproto"
+OUT_DIR = ROOT / "tests" / "fixtures" / "metrics" / "parity"
+
+METRIC_FIELDS = (
+    "metametric",
+    "linear_speed_likelihood",
+    "linear_acceleration_likelihood",
+    "angular_speed_likelihood",
+    "angular_acceleration_likelihood",
+    "distance_to_nearest_object_likelihood",
+    "collision_indication_likelihood",
+    "time_to_collision_likelihood",
+    "distance_to_road_edge_likelihood",
+    "offroad_indication_likelihood",
+    "traffic_light_violation_likelihood",
+    "min_average_displacement_error",
+    "average_displacement_error",
+    "simulated_collision_rate",
+    "simulated_offroad_rate",
+    "simulated_traffic_light_violation_rate",
+)
+
+
+# ----------------------------------------------------------------------------------------------
+# Scenario proto <-> Scene (private fallback until smart_r1.data.convert is on main)
+# ----------------------------------------------------------------------------------------------
+
+
+def read_scenario_proto(path: str | os.PathLike):
+    """First `Scenario` record of a TFRecord file."""
+    from waymo_open_dataset.protos import scenario_pb2
+
+    from smart_r1.data.tfrecord import iter_records
+
+    for ref in iter_records(str(path)):
+        data = ref.data if hasattr(ref, "data") else ref
+        sc = scenario_pb2.Scenario()
+        sc.ParseFromString(bytes(data))
+        return sc
+    raise ValueError(f"{path}: no records")
+
+
+def scenario_to_scene(scenario, source: str = "") -> Scene:
+    """`Scenario` proto -> `Scene`. Uses `smart_r1.data.convert.scenario_to_scene` when it exists."""
+    try:
+        from smart_r1.data.convert import scenario_to_scene as convert  # type: ignore
+
+        return convert(scenario)
+    except ImportError:
+        return _proto_to_scene(scenario, source)
+
+
+def _proto_to_scene(sc, source: str = "") -> Scene:
+    n_step = len(sc.timestamps_seconds)
+    n_agent = len(sc.tracks)
+    states = np.zeros((n_agent, n_step, 9), np.float32)  # [n_agent, n_step, 9]
+    valid = np.zeros((n_agent, n_step), bool)  # [n_agent, n_step]
+    for a, tr in enumerate(sc.tracks):
+        for t, s in enumerate(tr.states):
+            states[a, t] = (s.center_x, s.center_y, s.center_z, s.heading, s.velocity_x, s.velocity_y, s.length, s.width, s.height)
+            valid[a, t] = s.valid
+    ttp = np.zeros(n_agent, bool)
+    diff = np.zeros(n_agent, np.int8)
+    order = []
+    for r in sc.tracks_to_predict:
+        ttp[r.track_index] = True
+        diff[r.track_index] = r.difficulty
+        order.append(r.track_index)
+    ooi = np.isin(np.array([t.id for t in sc.tracks]), np.array(list(sc.objects_of_interest), np.int64))
+    fid, kind, sub, speed, interp, offs, pts = [], [], [], [], [], [0], []
+    ent, ent_o, ext, ext_o, ssl, ssl_o = [], [0], [], [0], [], [0]
+    for f in sc.map_features:
+        which = f.WhichOneof("feature_data")
+        k = {"lane": MapKind.LANE, "road_line": MapKind.ROAD_LINE, "road_edge": MapKind.ROAD_EDGE, "stop_sign": MapKind.STOP_SIGN,
+             "crosswalk": MapKind.CROSSWALK, "speed_bump": MapKind.SPEED_BUMP, "driveway": MapKind.DRIVEWAY}[which]
+        d = getattr(f, which)
+        if which in ("lane", "road_line", "road_edge"):
+            p = [(q.x, q.y, q.z) for q in d.polyline]
+        elif which == "stop_sign":
+            p = [(d.position.x, d.position.y, d.position.z)]
+        else:
+            p = [(q.x, q.y, q.z) for q in d.polygon]
+        fid.append(f.id)
+        kind.append(int(k))
+        sub.append(int(getattr(d, "type", 0)) if which in ("lane", "road_line", "road_edge") else 0)
+        speed.append(d.speed_limit_mph if which == "lane" else np.nan)
+        interp.append(bool(d.interpolating) if which == "lane" else False)
+        pts.extend(p)
+        offs.append(len(pts))
+        ent.extend(d.entry_lanes if which == "lane" else [])
+        ent_o.append(len(ent))
+        ext.extend(d.exit_lanes if which == "lane" else [])
+        ext_o.append(len(ext))
+        ssl.extend(d.lane if which == "stop_sign" else [])
+        ssl_o.append(len(ssl))
+    m = MapData(
+        feature_id=np.asarray(fid, np.int64), kind=np.asarray(kind, np.int8), subtype=np.asarray(sub, np.int8),
+        speed_limit_mph=np.asarray(speed, np.float32), interpolating=np.asarray(interp, bool),
+        polyline_offsets=np.asarray(offs, np.int64), points=np.asarray(pts, np.float32).reshape(-1, 3),
+        entry_lane_offsets=np.asarray(ent_o, np.int64), entry_lane_ids=np.asarray(ent, np.int64),
+        exit_lane_offsets=np.asarray(ext_o, np.int64), exit_lane_ids=np.asarray(ext, np.int64),
+        stop_sign_lane_offsets=np.asarray(ssl_o, np.int64), stop_sign_lane_ids=np.asarray(ssl, np.int64),
+    )
+    lanes = sorted({ls.lane for dms in sc.dynamic_map_states for ls in dms.lane_states})
+    col = {l: j for j, l in enumerate(lanes)}
+    n_dms = len(sc.dynamic_map_states)
+    sig = TrafficSignals(
+        lane_id=np.asarray(lanes, np.int64), state=np.zeros((n_dms, len(lanes)), np.int8),
+        stop_point=np.zeros((n_dms, len(lanes), 3), np.float32), present=np.zeros((n_dms, len(lanes)), bool),
+        order=np.full((n_dms, len(lanes)), -1, np.int16),
+    )
+    for t, dms in enumerate(sc.dynamic_map_states):
+        for i, ls in enumerate(dms.lane_states):
+            j = col[ls.lane]
+            sig.state[t, j] = ls.state
+            sig.stop_point[t, j] = (ls.stop_point.x, ls.stop_point.y, ls.stop_point.z)
+            sig.present[t, j] = True
+            sig.order[t, j] = i
+    return Scene(
+        scenario_id=sc.scenario_id, timestamps_seconds=np.asarray(sc.timestamps_seconds, np.float64),
+        current_time_index=int(sc.current_time_index), sdc_index=int(sc.sdc_track_index),
+        agent_id=np.asarray([t.id for t in sc.tracks], np.int64), agent_type=np.asarray([t.object_type for t in sc.tracks], np.int8),
+        agent_states=states, agent_valid=valid, tracks_to_predict=ttp, tracks_to_predict_difficulty=diff,
+        objects_of_interest=ooi, map=m, signals=sig, tracks_to_predict_order=np.asarray(order, np.int64), source=source,
+    )
+
+
+def load_real_scene():
+    sc = read_scenario_proto(REAL_SCENARIO)
+    return sc, scenario_to_scene(sc, str(REAL_SCENARIO))
+
+
+def load_real_submission_rollouts() -> Rollouts:
+    from waymo_open_dataset.protos import sim_agents_submission_pb2
+
+    sub = sim_agents_submission_pb2.SimAgentsChallengeSubmission()
+    sub.ParseFromString(REAL_SUBMISSION.read_bytes())
+    sr = sub.scenario_rollouts[0]
+    scenes = list(sr.joint_scenes)
+    ids = [int(t.object_id) for t in scenes[0].simulated_trajectories]
+    traj = np.zeros((len(scenes), len(ids), 80, 4), np.float32)  # [n_rollout, n_agent, 80, 4]
+    for r, js in enumerate(scenes):
+        pos = {int(t.object_id): t for t in js.simulated_trajectories}
+        for a, i in enumerate(ids):
+            t = pos[i]
+            traj[r, a] = np.stack([t.center_x, t.center_y, t.center_z, t.heading], -1)
+    return Rollouts(scenario_id=sr.scenario_id, agent_id=np.asarray(ids, np.int64), trajectories=traj)
+
+
+# ----------------------------------------------------------------------------------------------
+# Rollout policies
+# ----------------------------------------------------------------------------------------------
+
+
+def _sim_rows(scene: Scene) -> np.ndarray:
+    return np.flatnonzero(scene.sim_agent_mask())
+
+
+def policy_rollouts(scene: Scene, policy: str, n_rollout: int = 32, seed: int = 0) -> Rollouts:
+    """Rollouts [n_rollout, n_sim, 80, 4] of a simple policy: log / log_noise / frozen / const_vel /
+    const_vel_noise / perturbed (random-walk perturbation of the log, headings included)."""
+    rng = np.random.default_rng(seed)
+    rows = _sim_rows(scene)
+    cur = scene.current_time_index
+    st = scene.agent_states[rows]  # [n_sim, n_step, 9]
+    pose = st[..., [0, 1, 2, 3]]  # [n_sim, n_step, 4]
+    n_sim = rows.size
+    fut = pose[:, cur + 1 : cur + 81]  # [n_sim, 80, 4]
+    if policy == "log":
+        traj = np.broadcast_to(fut, (n_rollout, n_sim, 80, 4)).copy()
+    elif policy == "log_noise":
+        traj = np.broadcast_to(fut, (n_rollout, n_sim, 80, 4)).copy()
+        traj[..., :2] += rng.normal(0, 0.3, traj[..., :2].shape)
+        traj[..., 3] += rng.normal(0, 0.03, traj[..., 3].shape)
+    elif policy == "frozen":
+        traj = np.broadcast_to(pose[:, cur][None, :, None], (n_rollout, n_sim, 80, 4)).copy()
+    elif policy in ("const_vel", "const_vel_noise"):
+        prev_ok = scene.agent_valid[rows, cur - 1]  # [n_sim]
+        vel = np.where(prev_ok[:, None], pose[:, cur, :3] - pose[:, cur - 1, :3], 0.0)  # [n_sim, 3]
+        k = np.arange(1, 81, dtype=np.float32)[:, None]  # [80, 1]
+        xyz = pose[:, cur, None, :3] + k[None] * vel[:, None]  # [n_sim, 80, 3]
+        head = np.broadcast_to(pose[:, cur, None, 3:4], (n_sim, 80, 1))
+        one = np.concatenate([xyz, head], -1)  # [n_sim, 80, 4]
+        traj = np.broadcast_to(one, (n_rollout, n_sim, 80, 4)).copy()
+        if policy == "const_vel_noise":
+            scale = rng.uniform(0.5, 1.5, (n_rollout, n_sim, 1, 1))
+            traj[..., :3] = pose[None, :, cur, None, :3] + (traj[..., :3] - pose[None, :, cur, None, :3]) * scale
+            traj[..., :2] += rng.normal(0, 0.2, traj[..., :2].shape)
+    elif policy == "perturbed":
+        base = np.broadcast_to(fut, (n_rollout, n_sim, 80, 4)).copy()
+        drift = np.cumsum(rng.normal(0, 0.15, (n_rollout, n_sim, 80, 2)), axis=2)
+        base[..., :2] += drift
+        base[..., 3] += np.cumsum(rng.normal(0, 0.02, (n_rollout, n_sim, 80)), axis=2)
+        base[..., 3] = (base[..., 3] + math.pi) % (2 * math.pi) - math.pi
+        traj = base
+    else:
+        raise ValueError(f"unknown rollout policy {policy!r}")
+    return Rollouts(scenario_id=scene.scenario_id, agent_id=scene.agent_id[rows], trajectories=traj.astype(np.float32))
+
+
+# ----------------------------------------------------------------------------------------------
+# Official scoring (in-process)
+# ----------------------------------------------------------------------------------------------
+
+
+def _official_config():
+    from google.protobuf import text_format
+    from waymo_open_dataset.protos import sim_agents_metrics_pb2
+    from waymo_open_dataset.wdl_limited.sim_agents_metrics import metrics
+
+    path = Path(metrics.__file__).with_name("challenge_2025_sim_agents_config.textproto")
+    cfg = sim_agents_metrics_pb2.SimAgentMetricsConfig()
+    text_format.Parse(path.read_text(), cfg)
+    return cfg
+
+
+def rollouts_to_proto(rollouts: Rollouts):
+    from waymo_open_dataset.protos import sim_agents_submission_pb2 as pb
+
+    out = pb.ScenarioRollouts(scenario_id=str(rollouts.scenario_id))
+    for r in range(rollouts.n_rollout):
+        js = out.joint_scenes.add()
+        for a, i in enumerate(rollouts.agent_id.tolist()):
+            t = rollouts.trajectories[r, a]
+            js.simulated_trajectories.add(center_x=t[:, 0].tolist(), center_y=t[:, 1].tolist(), center_z=t[:, 2].tolist(),
+                                          heading=t[:, 3].tolist(), object_id=int(i))
+    return out
+
+
+def official_scores(scenario, rollouts: Rollouts, return_features: bool = False):
+    """Official `SimAgentMetrics` (dict of METRIC_FIELDS) for a Scenario proto and Rollouts."""
+    from waymo_open_dataset.wdl_limited.sim_agents_metrics import metric_features, metrics
+
+    cfg = _official_config()
+    sr = rollouts_to_proto(rollouts)
+    log_f, sim_f = metric_features.compute_scenario_rollouts_features(scenario, sr, metric_features._ChallengeType.SIM_AGENTS)
+    m = metrics.compute_scenario_metrics_for_features_bundle(cfg, scenario.scenario_id, log_f, sim_f)
+    out = {k: float(getattr(m, k)) for k in METRIC_FIELDS}
+    if return_features:
+        feats = {}
+        for name in ("valid", "average_displacement_error", "linear_speed", "linear_acceleration", "angular_speed",
+                     "angular_acceleration", "distance_to_nearest_object", "collision_per_step", "time_to_collision",
+                     "distance_to_road_edge", "offroad_per_step", "traffic_light_violation_per_step"):
+            feats["log_" + name] = getattr(log_f, name).numpy()
+            feats["sim_" + name] = getattr(sim_f, name).numpy()
+        feats["object_id"] = log_f.object_id.numpy()
+        return out, feats
+    return out
