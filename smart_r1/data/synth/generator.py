@@ -1,0 +1,176 @@
+"""`generate_scenario`: one synthetic WOMD `Scenario` proto, deterministic per (seed, index)."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+from waymo_open_dataset.protos import map_pb2, scenario_pb2
+
+from smart_r1.data.scene import CURRENT_TIME_INDEX_WOMD, N_STEP_WOMD, STEP_SECONDS, AgentType, LaneType
+from smart_r1.data.synth.config import SynthConfig
+from smart_r1.data.synth.layouts import LAYOUTS, build_layout
+from smart_r1.data.synth.roadmap import MPH_PER_MPS, RoadMap
+from smart_r1.data.synth.traffic import TrafficLog, TrafficSim
+
+
+def scenario_id_for(seed: int, scenario_index: int, prefix: str = "synth") -> str:
+    digest = hashlib.sha1(f"{seed}/{scenario_index}".encode()).hexdigest()[:16]
+    return f"{prefix}_{digest}" if prefix else digest
+
+
+def _rng(seed: int, scenario_index: int) -> np.random.Generator:
+    if seed < 0 or scenario_index < 0:
+        raise ValueError(f"generate_scenario: seed and scenario_index must be >= 0, got {seed}, {scenario_index}")
+    return np.random.default_rng([int(seed), int(scenario_index), 0x53594E54])
+
+
+def choose_layout(rng: np.random.Generator, config: SynthConfig) -> str:
+    names = [n for n, w in config.layout_weights.items() if w > 0]
+    unknown = [n for n in names if n not in LAYOUTS]
+    if unknown:
+        raise KeyError(f"SynthConfig.layout_weights: unknown layout(s) {unknown}; known: {sorted(LAYOUTS)}")
+    w = np.array([config.layout_weights[n] for n in names], np.float64)
+    return names[int(rng.choice(len(names), p=w / w.sum()))]
+
+
+def simulate(seed: int, scenario_index: int = 0, config: SynthConfig | None = None) -> tuple[RoadMap, TrafficLog, np.random.Generator]:
+    """Build the map and run the traffic simulation (before any proto is made)."""
+    config = config or SynthConfig()
+    rng = _rng(seed, scenario_index)
+    layout = choose_layout(rng, config)
+    n_target = int(rng.integers(config.min_agents, config.max_agents + 1))
+    rm = build_layout(layout, rng, n_target, config)
+    if rng.random() < 0.5:
+        g = config.ground_slope_max
+        rm.ground = (float(rng.uniform(-g, g)), float(rng.uniform(-g, g)), float(rng.uniform(-5, 5)))
+    else:
+        rm.ground = (0.0, 0.0, float(rng.uniform(-5, 5)))
+    log = TrafficSim(rm, rng, config, n_target).run(config.warmup_seconds)
+    if log.valid.shape[0] < config.min_agents:
+        raise RuntimeError(
+            f"synthetic scene seed={seed} index={scenario_index} ({layout}): only {log.valid.shape[0]} agents, "
+            f"min_agents={config.min_agents}; lower min_agents"
+        )
+    return rm, log, rng
+
+
+def _points(pb_list, xy: np.ndarray, z: np.ndarray, shift: np.ndarray) -> None:
+    p = xy + shift  # [n, 2]
+    for (x, y), zz in zip(p.tolist(), z.tolist()):
+        pb_list.add(x=x, y=y, z=zz)
+
+
+def _select_agents(log: TrafficLog, rng: np.random.Generator, config: SynthConfig) -> tuple[int, list[int], list[int]]:
+    """SDC row, tracks-to-predict rows, objects-of-interest rows."""
+    cur = CURRENT_TIME_INDEX_WOMD
+    valid = log.valid  # [n, 91]
+    typ = log.agent_type
+    speed = np.hypot(log.vx, log.vy)  # [n, 91]
+    moving = (np.where(valid, speed, 0.0).max(1) > 2.0)  # [n]
+    full = valid.all(1)
+    veh = typ == int(AgentType.VEHICLE)
+    sdc_pool = [np.flatnonzero(veh & full & moving), np.flatnonzero(veh & full), np.flatnonzero(veh & valid[:, cur]), np.flatnonzero(valid[:, cur])]
+    sdc = next(int(rng.choice(p)) for p in sdc_pool if p.size)
+    enough = valid[:, cur] & (valid[:, cur:].sum(1) >= 60)
+    pool = np.flatnonzero(enough & moving & (veh | (typ == int(AgentType.CYCLIST))))
+    pool = pool[pool != sdc]
+    pool = np.concatenate([rng.permutation(pool[veh[pool]]), rng.permutation(pool[~veh[pool]])])
+    k = int(rng.integers(config.min_tracks_to_predict, config.max_tracks_to_predict + 1))
+    ttp = sorted(int(i) for i in pool[:k])
+    ooi: list[int] = []
+    if len(ttp) >= 2 and rng.random() < 0.5:
+        xy = np.stack([log.x[ttp, cur], log.y[ttp, cur]], 1)  # [n_ttp, 2]
+        d = np.linalg.norm(xy[:, None] - xy[None], axis=-1) + np.eye(len(ttp)) * 1e9
+        a, b = np.unravel_index(int(d.argmin()), d.shape)
+        ooi = sorted([ttp[a], ttp[b]])
+    return sdc, ttp, ooi
+
+
+def build_scenario_proto(scenario_id: str, rm: RoadMap, log: TrafficLog, rng: np.random.Generator, config: SynthConfig) -> scenario_pb2.Scenario:
+    sc = scenario_pb2.Scenario()
+    sc.scenario_id = scenario_id
+    sc.timestamps_seconds.extend((np.arange(N_STEP_WOMD) * STEP_SECONDS).round(6).tolist())
+    sc.current_time_index = CURRENT_TIME_INDEX_WOMD
+    shift = rng.uniform(-300.0, 300.0, 2)  # [2] world offset, like WOMD's non-centred frames
+
+    # ----- tracks -----
+    n = log.valid.shape[0]
+    ids = np.sort(rng.choice(np.arange(1, 20 * n + 100), size=n, replace=False))
+    ids = ids[rng.permutation(n)]
+    xy = np.stack([log.x, log.y], -1)  # [n, 91, 2]
+    z = rm.ground_z(xy) + log.size[:, None, 2] / 2  # [n, 91]
+    xs, ys = (log.x + shift[0]), (log.y + shift[1])
+    for r in range(n):
+        tr = sc.tracks.add()
+        tr.id = int(ids[r])
+        tr.object_type = int(log.agent_type[r])
+        length, width, height = (float(v) for v in log.size[r])
+        rows = zip(xs[r].tolist(), ys[r].tolist(), z[r].tolist(), log.heading[r].tolist(), log.vx[r].tolist(), log.vy[r].tolist(), log.valid[r].tolist())
+        for x, y, zz, h, vx, vy, ok in rows:
+            if ok:
+                tr.states.add(center_x=x, center_y=y, center_z=zz, length=length, width=width, height=height, heading=h, velocity_x=vx, velocity_y=vy, valid=True)
+            else:
+                tr.states.add(valid=False)
+    sdc, ttp, ooi = _select_agents(log, rng, config)
+    sc.sdc_track_index = sdc
+    for r in ttp:
+        sc.tracks_to_predict.add(track_index=r, difficulty=1)
+    sc.objects_of_interest.extend(int(ids[r]) for r in ooi)
+
+    # ----- map -----
+    next_id = max(lane.id for lane in rm.lanes) + 1
+    for lane in rm.lanes:
+        mf = sc.map_features.add()
+        mf.id = lane.id
+        lc = mf.lane
+        lc.speed_limit_mph = float(round(lane.speed_limit * MPH_PER_MPS))
+        lc.type = int(LaneType.SURFACE_STREET)
+        lc.interpolating = lane.interpolating
+        lc.entry_lanes.extend(lane.entry)
+        lc.exit_lanes.extend(lane.exit)
+        _points(lc.polyline, lane.pts, rm.ground_z(lane.pts), shift)
+    for kind, pts in rm.road_lines:
+        mf = sc.map_features.add()
+        mf.id, next_id = next_id, next_id + 1
+        mf.road_line.type = kind
+        _points(mf.road_line.polyline, pts, rm.ground_z(pts), shift)
+    for kind, pts in rm.road_edges:
+        mf = sc.map_features.add()
+        mf.id, next_id = next_id, next_id + 1
+        mf.road_edge.type = kind
+        _points(mf.road_edge.polyline, pts, rm.ground_z(pts), shift)
+    for poly in rm.crosswalks:
+        mf = sc.map_features.add()
+        mf.id, next_id = next_id, next_id + 1
+        _points(mf.crosswalk.polygon, poly, rm.ground_z(poly), shift)
+    for pos, lanes in rm.stop_signs:
+        mf = sc.map_features.add()
+        mf.id, next_id = next_id, next_id + 1
+        mf.stop_sign.lane.extend(lanes)
+        p = pos + shift
+        mf.stop_sign.position.x, mf.stop_sign.position.y = float(p[0]), float(p[1])
+        mf.stop_sign.position.z = float(rm.ground_z(pos))
+
+    # ----- traffic signals: one lane state per signalised connector per step -----
+    controlled = [(c.lane_id, c.signal_group, rm.lane_by_id[c.lane_id].pts[0]) for c in rm.connectors if c.signal_group >= 0]
+    stop_pts = [(lid, g, float(p[0] + shift[0]), float(p[1] + shift[1]), float(rm.ground_z(p))) for lid, g, p in controlled]
+    for t in range(N_STEP_WOMD):
+        dms = sc.dynamic_map_states.add()
+        for lid, g, x, y, zz in stop_pts:
+            ls = dms.lane_states.add(lane=lid, state=int(log.signal_states[g, t]))
+            ls.stop_point.x, ls.stop_point.y, ls.stop_point.z = x, y, zz
+    return sc
+
+
+def generate_scenario(seed: int, scenario_index: int = 0, config: SynthConfig | None = None) -> scenario_pb2.Scenario:
+    """One synthetic WOMD `Scenario` (91 steps at 10 Hz, current_time_index 10).
+
+    Deterministic per (`seed`, `scenario_index`, `config`).
+    """
+    config = config or SynthConfig()
+    rm, log, rng = simulate(seed, scenario_index, config)
+    return build_scenario_proto(scenario_id_for(seed, scenario_index, config.scenario_id_prefix), rm, log, rng, config)
+
+
+__all__ = ["generate_scenario", "simulate", "build_scenario_proto", "scenario_id_for", "map_pb2"]

@@ -1,0 +1,597 @@
+"""Agent behaviour for synthetic scenes: one vectorised 10 Hz simulation of every agent.
+
+Every agent (vehicle, cyclist, pedestrian) moves along a fixed path (a lane route or a walking
+line) with a lateral offset; its longitudinal motion is the Intelligent Driver Model (IDM)
+with per-agent parameters and AR(1) acceleration noise. Leaders come from two sources, both
+vectorised over all agent pairs:
+
+- path leaders: agents ahead on a lane of the follower's route (exact arc-length gaps);
+- cone leaders: any agent whose box lies ahead within the follower's corridor (merges,
+  diverging lanes, cyclists, pedestrians).
+
+Junction rules are gates: a route's connector (junction lane, or lane across a mid-block
+crosswalk) can be entered only with a reservation. Reservations of conflicting connectors
+exclude each other, are denied on red (and on yellow unless the vehicle cannot stop), need a
+full stop first at stop signs, and lower-priority movements (left turns, the minor road)
+also need an accepted gap to approaching higher-priority traffic. Walkers reserve their
+crosswalk the same way; vehicles yield to walkers on or waiting at a crosswalk. A vehicle
+without reservation treats its stop line as a standing obstacle.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from smart_r1.data.scene import AgentType, SignalState
+from smart_r1.data.synth import geometry as geo
+from smart_r1.data.synth.roadmap import RoadMap
+
+DT = 0.1
+N_LOG = 91
+PATH_DS = 0.5  # path sampling step (m)
+INF = 1e9
+VEH, PED, CYC = int(AgentType.VEHICLE), int(AgentType.PEDESTRIAN), int(AgentType.CYCLIST)
+
+
+@dataclass
+class TrafficLog:
+    """Logged tracks (only agents valid at some logged step), in track order."""
+
+    agent_type: np.ndarray  # [n, ] int8
+    size: np.ndarray  # [n, 3] length, width, height
+    x: np.ndarray  # [n, 91]
+    y: np.ndarray  # [n, 91]
+    heading: np.ndarray  # [n, 91]
+    vx: np.ndarray  # [n, 91]
+    vy: np.ndarray  # [n, 91]
+    valid: np.ndarray  # [n, 91] bool
+    signal_states: np.ndarray  # [n_group, 91] int8 (empty when the layout has no signals)
+
+
+class _PathBank:
+    """Routes/walking lines resampled at PATH_DS, packed in flat arrays for vectorised lookup."""
+
+    def __init__(self) -> None:
+        self.xy: list[np.ndarray] = []
+        self.head: list[np.ndarray] = []
+        self.meta: list[dict] = []
+        self.offset = 0
+
+    def add(self, pts: np.ndarray, lane_idx: list[int], lane_start: list[float], **meta) -> int:
+        pts = geo.resample(pts, PATH_DS)  # [m, 2]
+        head = np.unwrap(geo.tangent_headings(pts))  # [m]
+        self.xy.append(pts)
+        self.head.append(head)
+        self.meta.append(dict(off=self.offset, n=pts.shape[0], length=(pts.shape[0] - 1) * PATH_DS, lanes=lane_idx, starts=lane_start, **meta))
+        self.offset += pts.shape[0]
+        return len(self.meta) - 1
+
+    def pack(self) -> None:
+        self.XY = np.concatenate(self.xy, axis=0)  # [n_total, 2]
+        self.H = np.concatenate(self.head, axis=0)  # [n_total]
+
+
+class TrafficSim:
+    def __init__(self, rm: RoadMap, rng: np.random.Generator, config, n_target: int) -> None:
+        self.rm, self.rng, self.cfg = rm, rng, config
+        self.n_target = n_target
+        n_lane = len(rm.lanes)
+        self.n_conn = len(rm.connectors)
+        self.n_cw = len(rm.crosswalks)
+        # ----- type budget -----
+        has_walk = bool(rm.sidewalks)
+        n_ped = int(round(n_target * config.pedestrian_fraction * rng.uniform(0.5, 1.5))) if has_walk else 0
+        n_cyc = int(round(n_target * config.cyclist_fraction * rng.uniform(0.5, 1.5)))
+        if n_target >= 12:
+            n_ped, n_cyc = max(n_ped, 1 if has_walk else 0), max(n_cyc, 1)
+        n_veh = max(1, n_target - n_ped - n_cyc)
+        self.budget = {VEH: n_veh, PED: n_target - n_veh - n_cyc if n_ped else 0, CYC: n_cyc}
+        self.budget[VEH] = n_target - self.budget[PED] - self.budget[CYC]
+        # ----- paths -----
+        self.bank = _PathBank()
+        self.route_path: dict[tuple[int, ...], int] = {}
+        lane_len = {lane.id: lane.length for lane in rm.lanes}
+        for lane in rm.lanes:
+            if lane.connector >= 0:
+                continue
+            for route in rm.routes_from(lane.id):
+                pts, starts, s = [], [], 0.0
+                for i, lid in enumerate(route):
+                    p = rm.lane_by_id[lid].pts
+                    pts.append(p if i == 0 else p[1:])
+                    starts.append(s)
+                    s += lane_len[lid]
+                gate = [i for i, lid in enumerate(route) if rm.lane_by_id[lid].connector >= 0]
+                k = gate[0] if gate else -1
+                self.route_path[route] = self.bank.add(
+                    np.concatenate(pts, 0), [rm.lane_index[lid] for lid in route], starts,
+                    conn=rm.lane_by_id[route[k]].connector if k >= 0 else -1,
+                    gate_s0=starts[k] if k >= 0 else math.inf,
+                    gate_len=lane_len[route[k]] if k >= 0 else 0.0,
+                    bike=all(rm.lane_by_id[lid].rightmost for lid in route),
+                    limits=[rm.lane_by_id[lid].speed_limit for lid in route],
+                )
+        self.walk_paths: list[int] = []
+        pseudo = n_lane
+        for sw in rm.sidewalks:
+            for pts in (sw, sw[::-1]):
+                self.walk_paths.append(self.bank.add(pts, [pseudo], [0.0], conn=-1, cw=-1, gate_s0=math.inf, gate_s1=math.inf))
+                pseudo += 1
+        self.cross_paths: list[int] = []
+        for cp in rm.crossing_paths:
+            self.cross_paths.append(self.bank.add(cp.pts, [pseudo], [0.0], conn=-1, cw=cp.crosswalk, gate_s0=cp.gate_s0, gate_s1=cp.gate_s1))
+            pseudo += 1
+        self.bank.pack()
+        self.K = max(len(m["lanes"]) for m in self.bank.meta)
+        # ----- agent arrays (capacity) -----
+        cap = 2 * n_target + 32
+        self.cap = cap
+        f = lambda v=0.0: np.full(cap, v, np.float64)  # noqa: E731
+        self.type = np.zeros(cap, np.int8)
+        self.L, self.W, self.Hgt = f(), f(), f()
+        self.path_off = np.zeros(cap, np.int64)
+        self.path_n = np.ones(cap, np.int64) * 2
+        self.path_len = f()
+        self.lat = f()
+        self.R = np.full((cap, self.K), -1, np.int64)  # [cap, K] lane (or pseudo-lane) index
+        self.C = np.full((cap, self.K), INF)  # [cap, K] start arc length of each route lane
+        self.lim = np.full((cap, self.K), 30.0)  # [cap, K] speed limit per route lane
+        self.gate_s0, self.gate_s1 = f(math.inf), f(math.inf)
+        self.conn = np.full(cap, -1, np.int64)
+        self.cw = np.full(cap, -1, np.int64)
+        self.granted = np.zeros(cap, bool)
+        self.passed = np.zeros(cap, bool)
+        self.stopped_t = f()
+        self.v0f, self.T, self.s0, self.a, self.b = f(1.0), f(1.5), f(2.0), f(1.5), f(2.0)
+        self.sigma, self.noise = f(), f()
+        self.gap_t, self.stop_wait = f(4.0), f(1.0)
+        self.s, self.v = f(), f()
+        self.alive = np.zeros(cap, bool)
+        self.ever_logged = np.zeros(cap, bool)
+        self.n_used = 0
+        self.lane_start_ids = [lane.id for lane in rm.source_lanes()]
+        self.conn_prio = np.array([c.priority for c in rm.connectors], np.int64)
+        self.conn_group = np.array([c.signal_group for c in rm.connectors], np.int64)
+        self.conn_stop = np.array([c.stop_sign for c in rm.connectors], bool)
+        self.holders = np.zeros(self.n_conn, np.int64)
+        self.cw_busy = np.zeros(self.n_cw, np.int64)
+        self.cw_conns = [np.array([i for i, c in enumerate(rm.connectors) if cw in c.crosswalks], np.int64) for cw in range(self.n_cw)]
+        self.conn_cws = [np.array(c.crosswalks, np.int64) for c in rm.connectors]
+        # logs
+        self.log = {k: np.zeros((cap, N_LOG)) for k in ("x", "y", "h", "vx", "vy")}
+        self.log_valid = np.zeros((cap, N_LOG), bool)
+
+    # ------------------------------------------------------------------ agents
+    def _new_agent(self, kind: int, path: int, s: float, v: float, lat: float | None = None) -> int | None:
+        if self.n_used >= self.cap:
+            return None
+        i = self.n_used
+        self.n_used += 1
+        rng = self.rng
+        m = self.bank.meta[path]
+        self.type[i] = kind
+        if kind == VEH:
+            big = rng.random() < 0.1
+            self.L[i] = rng.uniform(5.5, 7.5) if big else rng.uniform(4.0, 5.4)
+            self.W[i] = rng.uniform(2.2, 2.5) if big else rng.uniform(1.8, 2.1)
+            self.Hgt[i] = rng.uniform(2.5, 3.2) if big else rng.uniform(1.4, 1.9)
+            self.v0f[i] = rng.uniform(0.8, 1.15)
+            self.T[i], self.s0[i] = rng.uniform(1.0, 2.2), rng.uniform(1.8, 3.2)
+            self.a[i], self.b[i] = rng.uniform(1.0, 2.2) * (0.7 if big else 1.0), rng.uniform(1.5, 2.8)
+            self.sigma[i] = rng.uniform(0.03, 0.25)
+            self.lat[i] = rng.normal(0.0, 0.12)
+        elif kind == CYC:
+            self.L[i], self.W[i], self.Hgt[i] = rng.uniform(1.6, 2.0), rng.uniform(0.6, 0.8), rng.uniform(1.6, 1.9)
+            self.v0f[i] = 1.0
+            self.T[i], self.s0[i] = rng.uniform(1.0, 1.8), rng.uniform(1.5, 2.5)
+            self.a[i], self.b[i] = rng.uniform(0.6, 1.2), rng.uniform(1.5, 2.5)
+            self.sigma[i] = rng.uniform(0.05, 0.2)
+            lane_w = 3.3
+            self.lat[i] = -(lane_w / 2 - self.W[i] / 2 - rng.uniform(0.35, 0.6))  # right of the lane centre
+        else:
+            self.L[i] = rng.uniform(0.45, 0.9)
+            self.W[i] = rng.uniform(0.45, 0.9)
+            self.Hgt[i] = rng.uniform(1.5, 1.95)
+            self.v0f[i] = 1.0
+            self.T[i], self.s0[i], self.a[i], self.b[i] = rng.uniform(0.6, 1.2), rng.uniform(0.5, 1.0), 0.8, 1.5
+            self.sigma[i] = rng.uniform(0.02, 0.1)
+            self.lat[i] = -rng.uniform(0.3, 1.0) if lat is None else lat  # keep right
+        self.path_off[i], self.path_n[i], self.path_len[i] = m["off"], m["n"], m["length"]
+        k = len(m["lanes"])
+        self.R[i] = -1
+        self.C[i] = INF
+        self.R[i, :k] = m["lanes"]
+        self.C[i, :k] = m["starts"]
+        self.conn[i] = self.cw[i] = -1
+        if kind == PED:
+            self.lim[i] = rng.uniform(1.0, 1.6)
+            self.cw[i] = m.get("cw", -1)
+            self.gate_s0[i], self.gate_s1[i] = m["gate_s0"], m["gate_s1"]
+        else:
+            self.lim[i, :k] = m["limits"]
+            self.lim[i, k:] = m["limits"][-1]
+            if kind == CYC:
+                self.lim[i] = np.minimum(self.lim[i], rng.uniform(4.0, 7.0))
+            self.conn[i] = m["conn"]
+            self.gate_s0[i] = m["gate_s0"]
+            self.gate_s1[i] = m["gate_s0"] + m["gate_len"] + self.L[i] / 2 + 1.0
+        self.gap_t[i] = rng.uniform(3.0, 5.0)
+        self.stop_wait[i] = rng.uniform(0.3, 1.5)
+        self.s[i], self.v[i] = s, v
+        self.granted[i] = self.passed[i] = self.ever_logged[i] = False
+        self.stopped_t[i] = self.noise[i] = 0.0
+        self.alive[i] = True
+        return i
+
+    def _count(self, kind: int) -> int:
+        return int(((self.alive | self.ever_logged) & (self.type == kind))[: self.n_used].sum())
+
+    def _tracks(self) -> int:
+        return int((self.alive | self.ever_logged)[: self.n_used].sum())
+
+    def _routes(self, lane_id: int, bike: bool) -> list[int]:
+        paths = [self.route_path[r] for r in self.rm.routes_from(lane_id)]
+        if bike:
+            paths = [p for p in paths if self.bank.meta[p]["bike"]]
+        return paths
+
+    def place_initial(self, fill: float) -> None:
+        """Queue vehicles/cyclists along every non-gated lane (round robin) and walkers on paths."""
+        rng = self.rng
+        want = {k: int(round(fill * n)) for k, n in self.budget.items()}
+        lanes = [lane for lane in self.rm.lanes if lane.connector < 0]
+        order = rng.permutation(len(lanes))
+        cursor = {}
+        prev_v = {}
+        for idx in order:
+            lane = lanes[idx]
+            gated = any(self.rm.lane_by_id[e].connector >= 0 for e in lane.exit)
+            cursor[lane.id] = lane.length - (rng.uniform(2.0, 12.0) if gated else rng.uniform(4.0, 30.0))
+            prev_v[lane.id] = None
+        active = [lanes[i] for i in order]
+        while active and (self._count(VEH) < want[VEH] or self._count(CYC) < want[CYC]):
+            nxt = []
+            for lane in active:
+                kind = VEH
+                if lane.rightmost and self._count(CYC) < want[CYC] and rng.random() < 0.35:
+                    kind = CYC
+                if self._count(kind) >= want[kind]:
+                    kind = CYC if kind == VEH else VEH
+                    if self._count(kind) >= want[kind] or (kind == CYC and not lane.rightmost):
+                        continue
+                paths = self._routes(lane.id, kind == CYC)
+                if not paths:
+                    continue
+                path = paths[int(rng.integers(len(paths)))]
+                i = self._new_agent(kind, path, 0.0, 0.0)
+                if i is None:
+                    return
+                vmax = self.lim[i, 0] * self.v0f[i] * rng.uniform(0.55, 0.95)
+                front = cursor[lane.id]
+                s = front - self.L[i] / 2
+                v = vmax
+                if prev_v[lane.id] is not None:
+                    pv = prev_v[lane.id]
+                    need = self.s0[i] + v * self.T[i] * rng.uniform(1.0, 1.6) + max(0.0, v * v - pv * pv) / (2 * 3.0) + rng.exponential(6.0)
+                    s -= need
+                gate_dist = self.gate_s0[i] - (s + self.L[i] / 2)
+                if np.isfinite(gate_dist):
+                    v = min(v, math.sqrt(2 * 1.2 * max(0.0, gate_dist - 6.0)))
+                if s - self.L[i] / 2 < 1.0:
+                    self.alive[i] = False
+                    self.n_used -= 1
+                    continue
+                self.s[i], self.v[i] = s, v
+                cursor[lane.id] = s - self.L[i] / 2
+                prev_v[lane.id] = v
+                nxt.append(lane)
+            active = nxt
+        # walkers
+        n_walk = want[PED]
+        for _ in range(n_walk * 3):
+            if self._count(PED) >= n_walk:
+                break
+            use_cross = self.cross_paths and rng.random() < 0.5
+            path = (self.cross_paths if use_cross else self.walk_paths)[int(rng.integers(len(self.cross_paths if use_cross else self.walk_paths)))]
+            m = self.bank.meta[path]
+            hi = min(m["length"] - 1.0, m["gate_s0"] - 0.5)
+            if hi < 1.0:
+                continue
+            s = float(rng.uniform(0.5, hi))
+            i = self._new_agent(PED, path, s, 0.0)
+            if i is None:
+                break
+            self.v[i] = self.lim[i, 0] * rng.uniform(0.6, 1.0)
+            if self._too_close(i):
+                self.alive[i] = False
+                self.n_used -= 1
+
+    def _too_close(self, i: int) -> bool:
+        """Whether agent i's box (inflated) overlaps any other live agent's at placement."""
+        idx = np.flatnonzero(self.alive[: self.n_used])
+        idx = idx[idx != i]
+        if idx.size == 0:
+            return False
+        pos, _ = self._pose(np.array([i]))
+        pj, _ = self._pose(idx)
+        d = np.linalg.norm(pj - pos, axis=1)
+        rad = 0.5 * np.hypot(self.L[idx], self.W[idx]) + 0.5 * math.hypot(self.L[i], self.W[i]) + 1.0
+        return bool((d < rad).any())
+
+    def spawn(self, t_sec: float) -> None:
+        rng = self.rng
+        if self._tracks() >= self.n_target:
+            return
+        p = self.cfg.spawn_rate_per_lane_hz * DT
+        for lid in self.lane_start_ids:
+            if self._tracks() >= self.n_target or rng.random() >= p:
+                continue
+            need_veh = self._count(VEH) < self.budget[VEH]
+            need_cyc = self._count(CYC) < self.budget[CYC] and self.rm.lane_by_id[lid].rightmost
+            if not (need_veh or need_cyc):
+                continue
+            kind = CYC if need_cyc and (not need_veh or rng.random() < 0.3) else VEH
+            paths = self._routes(lid, kind == CYC)
+            if not paths:
+                continue
+            i = self._new_agent(kind, paths[int(rng.integers(len(paths)))], 0.0, 0.0)
+            if i is None:
+                return
+            li = self.rm.lane_index[lid]
+            others = np.flatnonzero(self.alive[: self.n_used])
+            others = others[others != i]
+            on_lane = others[(self.R[others, 0] == li) | (self.R[others] == li).any(1)]
+            v = self.lim[i, 0] * self.v0f[i] * rng.uniform(0.8, 1.0)
+            s = self.L[i] / 2 + 0.5
+            ok = True
+            if on_lane.size:
+                k = np.argmax(self.R[on_lane] == li, axis=1)
+                s_in = self.s[on_lane] - self.C[on_lane, k]
+                j = on_lane[np.argmin(s_in)]
+                gap = s_in.min() - self.L[j] / 2 - s - self.L[i] / 2
+                vl = self.v[j]
+                v = min(v, vl + 1.0)
+                ok = gap > self.s0[i] + v * self.T[i] * 1.3 + max(0.0, v * v - vl * vl) / (2 * 2.0) + 2.0
+            self.s[i], self.v[i] = s, v
+            if not ok or self._too_close(i):
+                self.alive[i] = False
+                self.n_used -= 1
+        # walkers entering at sidewalk ends
+        if self.walk_paths and self._count(PED) < self.budget[PED] and rng.random() < 0.08:
+            paths = self.walk_paths + self.cross_paths
+            path = paths[int(rng.integers(len(paths)))]
+            i = self._new_agent(PED, path, 0.3, 0.0)
+            if i is not None:
+                self.v[i] = self.lim[i, 0] * rng.uniform(0.7, 1.0)
+                if self._too_close(i):
+                    self.alive[i] = False
+                    self.n_used -= 1
+
+    # ------------------------------------------------------------------ kinematics
+    def _pose(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Position and heading of agents `idx` at their current arc length.  -> [n, 2], [n]"""
+        f = np.clip(self.s[idx] / PATH_DS, 0.0, self.path_n[idx] - 1.000001)  # [n]
+        i0 = np.floor(f).astype(np.int64)
+        t = f - i0  # [n]
+        g0 = self.path_off[idx] + i0
+        g1 = g0 + 1
+        xy = self.bank.XY[g0] * (1 - t)[:, None] + self.bank.XY[g1] * t[:, None]  # [n, 2]
+        h = self.bank.H[g0] + (self.bank.H[g1] - self.bank.H[g0]) * t  # [n]
+        right = np.stack([np.sin(h), -np.cos(h)], axis=1)  # [n, 2]
+        xy = xy - right * self.lat[idx][:, None]
+        return xy, h
+
+    def step(self, t_sec: float, log_index: int | None, signal_now: np.ndarray | None) -> None:
+        idx = np.flatnonzero(self.alive[: self.n_used])  # [n]
+        n = idx.size
+        if n == 0:
+            return
+        pos, hd = self._pose(idx)  # [n, 2], [n]
+        s, v = self.s[idx], self.v[idx]  # [n]
+        L, W = self.L[idx], self.W[idx]
+        typ = self.type[idx]
+        if log_index is not None:
+            lg = self.log
+            lg["x"][idx, log_index] = pos[:, 0]
+            lg["y"][idx, log_index] = pos[:, 1]
+            lg["h"][idx, log_index] = geo.wrap(hd)
+            lg["vx"][idx, log_index] = v * np.cos(hd)
+            lg["vy"][idx, log_index] = v * np.sin(hd)
+            self.log_valid[idx, log_index] = True
+            self.ever_logged[idx] = True
+
+        # ----- path leaders -----
+        C = self.C[idx]  # [n, K]
+        R = self.R[idx]  # [n, K]
+        k_cur = np.clip((C <= s[:, None]).sum(1) - 1, 0, self.K - 1)  # [n]
+        ar = np.arange(n)
+        lane_cur = R[ar, k_cur]  # [n]
+        s_in = s - C[ar, k_cur]  # [n]
+        kk = np.arange(self.K)
+        M = (R[:, None, :] == lane_cur[None, :, None]) & (kk[None, None, :] >= k_cur[:, None, None])  # [n, n, K]
+        base = np.where(M, C[:, None, :], INF).min(-1)  # [n, n]
+        raw = base + s_in[None, :] - s[:, None]  # [n, n] centre distance along the follower's route
+        np.fill_diagonal(raw, -1.0)
+        ok = (raw > 0) & (raw < 120)
+        gap_p = np.where(ok, raw - 0.5 * (L[:, None] + L[None, :]), INF)  # [n, n]
+        jp = gap_p.argmin(1)  # [n]
+        g_path = gap_p[ar, jp]
+        vl_path = v[jp]
+        same_lane_ahead = ((lane_cur[:, None] == lane_cur[None, :]) & (s_in[None, :] > s_in[:, None])).any(1)  # [n]
+
+        # ----- cone leaders -----
+        d = pos[None, :, :] - pos[:, None, :]  # [n, n, 2] from follower i to j
+        c, sn = np.cos(hd), np.sin(hd)
+        lon = d[..., 0] * c[:, None] + d[..., 1] * sn[:, None]  # [n, n]
+        lat = -d[..., 0] * sn[:, None] + d[..., 1] * c[:, None]  # [n, n]
+        dh = geo.wrap(hd[None, :] - hd[:, None])  # [n, n]
+        acos, asin = np.abs(np.cos(dh)), np.abs(np.sin(dh))
+        half_w_j = 0.5 * (W[None, :] * acos + L[None, :] * asin)  # [n, n]
+        ext_j = 0.5 * (L[None, :] * acos + W[None, :] * asin)  # [n, n]
+        is_ped = typ == PED
+        margin = np.where(is_ped, 0.15, 0.45)[:, None]
+        heading_ok = (np.abs(dh) < 1.0) | (is_ped[None, :] & ~is_ped[:, None])
+        cone = (lon > 0) & (lon < 35.0) & (np.abs(lat) < 0.5 * W[:, None] + half_w_j + margin) & heading_ok
+        np.fill_diagonal(cone, False)
+        mutual = cone & cone.T
+        if mutual.any():
+            cone &= ~(mutual & (lon > lon.T))  # of a mutual pair, only the one closer behind yields
+        gap_c = np.where(cone, lon - 0.5 * L[:, None] - ext_j, INF)  # [n, n]
+        jc = gap_c.argmin(1)
+        g_cone = gap_c[ar, jc]
+        vl_cone = np.maximum(0.0, v[jc] * np.cos(dh[ar, jc]))
+
+        # ----- gates -----
+        self._gates(idx, s, v, L, typ, same_lane_ahead, signal_now)
+        gated = (~self.granted[idx]) & np.isfinite(self.gate_s0[idx]) & (~self.passed[idx])
+        front = np.where(is_ped, 0.3, 0.5 * L + 0.5)
+        g_stop = np.where(gated, self.gate_s0[idx] - s - front, INF)
+
+        # ----- IDM -----
+        v0 = self._desired_speed(idx, s, L, k_cur)  # [n]
+        a, b, T, s0 = self.a[idx], self.b[idx], self.T[idx], self.s0[idx]
+        sab = 2.0 * np.sqrt(a * b)
+
+        def interaction(g, vl, s0_):
+            ss = s0_ + np.maximum(0.0, v * T + v * (v - vl) / sab)
+            return -a * (ss / np.maximum(g, 0.05)) ** 2
+
+        acc_int = np.minimum(interaction(g_path, vl_path, s0), interaction(g_cone, vl_cone, s0))
+        acc_int = np.minimum(acc_int, interaction(g_stop, 0.0, np.where(is_ped, 0.2, 1.0)))
+        ratio = v / np.maximum(v0, 0.1)
+        acc_free = np.where(ratio <= 1.0, a * (1.0 - ratio**4), -b * np.minimum(1.0, ratio - 1.0))
+        noise = self.noise[idx] * 0.92 + self.rng.normal(0.0, 1.0, n) * 0.39
+        self.noise[idx] = noise
+        acc = np.clip(acc_free + acc_int + self.sigma[idx] * noise, -9.0, a * 1.3)
+        v_new = np.maximum(0.0, v + acc * DT)
+        self.s[idx] = s + 0.5 * (v + v_new) * DT
+        self.v[idx] = v_new
+        conn = self.conn[idx]
+        stop_sign = (conn >= 0) & gated & self.conn_stop[np.maximum(conn, 0)] if self.n_conn else np.zeros(n, bool)
+        if stop_sign.any():
+            near = stop_sign & (v_new < 0.3) & (g_stop < 4.0)
+            sel = idx[near]
+            self.stopped_t[sel] += DT
+        # ----- leaving view -----
+        end = self.path_len[idx] - np.where(is_ped, 0.3, 0.5 * L + 0.5)
+        gone = idx[self.s[idx] > end]
+        for i in gone:
+            self._release(int(i))
+        self.alive[gone] = False
+
+    def _desired_speed(self, idx, s, L, k_cur):
+        """IDM desired speed: the lowest limit ahead reachable with comfortable braking."""
+        C, lim = self.C[idx], self.lim[idx]  # [n, K]
+        dist = np.maximum(0.0, C - s[:, None] - 0.5 * L[:, None])  # [n, K]
+        allowed = np.sqrt(lim**2 + 2.0 * 1.2 * dist)  # [n, K]
+        ahead = np.arange(self.K)[None, :] >= k_cur[:, None]
+        allowed = np.where(ahead & (C < INF), allowed, INF)
+        allowed[np.arange(idx.size), k_cur] = lim[np.arange(idx.size), k_cur]
+        return allowed.min(1) * self.v0f[idx]
+
+    # ------------------------------------------------------------------ reservations
+    def _release(self, i: int) -> None:
+        if self.granted[i] and not self.passed[i]:
+            if self.type[i] == PED:
+                self.cw_busy[self.cw[i]] -= 1
+            else:
+                self.holders[self.conn[i]] -= 1
+        self.passed[i] = True
+        self.granted[i] = False
+
+    def _gates(self, idx, s, v, L, typ, same_lane_ahead, signal_now) -> None:
+        gate_s0, gate_s1 = self.gate_s0[idx], self.gate_s1[idx]
+        pending = np.isfinite(gate_s0) & ~self.passed[idx]
+        if not pending.any():
+            return
+        is_ped = typ == PED
+        # release
+        done = pending & self.granted[idx] & (s > gate_s1)
+        for i in idx[done]:
+            self._release(int(i))
+        pending &= ~done
+        dist = np.where(is_ped, gate_s0 - s, gate_s0 - s - 0.5 * L)  # [n] to the stop line
+        veh_pend = pending & ~is_ped
+        conn = self.conn[idx]
+        # red light: revoke reservations that can still stop before the line
+        if signal_now is not None and veh_pend.any():
+            grp = np.where(conn >= 0, self.conn_group[np.maximum(conn, 0)], -1)
+            red = (grp >= 0) & (signal_now[np.maximum(grp, 0)] == int(SignalState.STOP))
+            revoke = veh_pend & self.granted[idx] & red & (dist > 0.5) & (v * v < 2 * 5.0 * np.maximum(dist, 1e-3))
+            for i in idx[revoke]:
+                self.granted[i] = False
+                self.holders[self.conn[i]] -= 1
+        # walkers waiting at a crosswalk (vehicles yield to them)
+        ped_wait = pending & is_ped & ~self.granted[idx] & (dist < 1.5)
+        cw_wait = np.zeros(self.n_cw, bool)
+        cw_wait[self.cw[idx[ped_wait]]] = True
+        for i in idx[ped_wait]:
+            cw = self.cw[i]
+            if self.cw_conns[cw].size == 0 or self.holders[self.cw_conns[cw]].sum() == 0:
+                self.granted[i] = True
+                self.cw_busy[cw] += 1
+        # vehicles: first in lane, within request distance
+        req_d = v * v / (2 * self.b[idx]) + 1.5 * v + 8.0
+        cand = veh_pend & ~self.granted[idx] & (dist < req_d) & ~same_lane_ahead
+        if not cand.any():
+            return
+        waiting = veh_pend & ~self.granted[idx]  # approaching vehicles not yet admitted
+        w_conn = conn[waiting]
+        w_eta = dist[waiting] / np.maximum(v[waiting], 0.5)
+        w_go = np.ones(w_conn.size, bool)
+        if signal_now is not None:
+            grp = self.conn_group[w_conn]
+            w_go &= (grp < 0) | (signal_now[np.maximum(grp, 0)] == int(SignalState.GO))
+        w_go &= ~self.conn_stop[w_conn]
+        w_prio = self.conn_prio[w_conn]
+        order = np.lexsort((dist[cand], -self.conn_prio[conn[cand]]))
+        for r in order:
+            li = np.flatnonzero(cand)[r]
+            i = int(idx[li])
+            c = int(conn[li])
+            if signal_now is not None and self.conn_group[c] >= 0:
+                st = signal_now[self.conn_group[c]]
+                if st == int(SignalState.CAUTION):
+                    if not (v[li] * v[li] > 2 * 3.0 * max(dist[li], 0.1)):
+                        continue
+                elif st != int(SignalState.GO):
+                    continue
+            if self.conn_stop[c] and self.stopped_t[i] < self.stop_wait[i]:
+                continue
+            if (self.holders[self.rm.conflicts[c]] > 0).any():
+                continue
+            cws = self.conn_cws[c]
+            if cws.size and ((self.cw_busy[cws] > 0).any() or cw_wait[cws].any()):
+                continue
+            hp = self.rm.conflicts[c][w_conn] & (w_prio > self.conn_prio[c]) & w_go & (w_eta < self.gap_t[i])
+            if hp.any():
+                continue
+            self.granted[i] = True
+            self.holders[c] += 1
+
+    # ------------------------------------------------------------------ run
+    def run(self, warmup_s: float) -> TrafficLog:
+        rm = self.rm
+        n_warm = int(round(warmup_s / DT))
+        times = (np.arange(-n_warm, N_LOG)) * DT  # [n_warm + 91]
+        sig = rm.signal.states(times) if rm.signal is not None else None  # [n_group, n_t]
+        self.place_initial(fill=0.8)
+        for ti, t in enumerate(times):
+            self.spawn(t)
+            li = ti - n_warm
+            self.step(t, li if li >= 0 else None, sig[:, ti] if sig is not None else None)
+        keep = np.flatnonzero(self.log_valid[: self.n_used].any(1))
+        return TrafficLog(
+            agent_type=self.type[keep].copy(),
+            size=np.stack([self.L[keep], self.W[keep], self.Hgt[keep]], 1),
+            x=self.log["x"][keep],
+            y=self.log["y"][keep],
+            heading=self.log["h"][keep],
+            vx=self.log["vx"][keep],
+            vy=self.log["vy"][keep],
+            valid=self.log_valid[keep],
+            signal_states=sig[:, n_warm:] if sig is not None else np.zeros((0, N_LOG), np.int8),
+        )
