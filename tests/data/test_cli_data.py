@@ -7,7 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from womd_helpers import REAL_SCENARIO_FILE, REAL_SCENARIO_ID, REPO, scenario_copies, tiny_scene  # noqa: E402
