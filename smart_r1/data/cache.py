@@ -382,7 +382,9 @@ def preprocess(
 
     One Ray task per input shard, at most `num_workers` in flight (default: min(4, cpu count)).
     Connects to `address` / `RAY_ADDRESS` when given (or uses an initialised Ray), else starts a
-    small local Ray. `num_workers=0` converts in this process without Ray. Finished shards are
+    small local Ray (on a cluster, `out_dir` and the inputs must be on storage every node sees:
+    each task reads its input and writes its shard itself). `num_workers=0` converts in this
+    process without Ray. Finished shards are
     skipped on re-run. Returns the manifest (also written to `out_dir/manifest.json`). Raises
     `PreprocessError` naming the input file when a shard fails (finished shards stay).
     """

@@ -148,3 +148,11 @@ def test_non_scenario_records_raise_named_error(real_submission_path):
     del bad.tracks[0].states[5]
     with pytest.raises(ScenarioParseError, match=r"tracks\[0\]\.states: 90 states for 91 timestamps"):
         scenario_to_scene(bad)
+
+
+def test_round_trip_synthetic_scenes():
+    synth = pytest.importorskip("smart_r1.data.synth")
+    for i in range(2):
+        proto = synth.generate_scenario(0, i, synth.SynthConfig())
+        back = scene_to_scenario(scenario_to_scene(proto.SerializeToString()))
+        assert proto_value_diffs(strip_unmodelled(proto), back) == []
