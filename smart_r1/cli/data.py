@@ -11,7 +11,12 @@ def register(subparsers) -> None:
     sub = parser.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
     parser.set_defaults(func=lambda args: (parser.print_help(), 0)[1])
 
-    p = sub.add_parser("inspect", help="summary per scene of Scenario TFRecord files (GLOB, list, or comma list)")
+    p = sub.add_parser(
+        "inspect",
+        help="summary per scene of Scenario TFRecord files (GLOB, list, or comma list)",
+        description="Summary per scene. Exit status: 0 fine, 1 some scene has validation problems, "
+        "2 corrupt / non-Scenario record or missing file (the error names file, record and byte offset).",
+    )
     p.add_argument("paths", nargs="+", metavar="GLOB", help="TFRecord file(s), glob(s) or directory (plain or gzip)")
     p.add_argument("--json", action="store_true", help="one JSON object per scene, then a JSON totals line")
     p.add_argument("--skip-corrupt", action="store_true", help="skip corrupt / non-Scenario records, report the count")
