@@ -446,19 +446,47 @@ def cut_down_scenario(scenario, n_extra_agents: int = 2, map_radius_m: float = 3
     pts = np.array(
         [[s.center_x, s.center_y] for i in keep for s in tracks[i].states if s.valid], np.float64
     )  # [n_valid_state, 2]
+    r2 = map_radius_m**2
     del out.map_features[:]
+    kept_lanes = set()
     for feature in scenario.map_features:
         kind = feature.WhichOneof("feature_data")
         if kind is None:
             continue
         body = getattr(feature, kind)
-        poly = getattr(body, "polyline", None) or getattr(body, "polygon", None)
         if kind == "stop_sign":
-            poly = [body.position]
-        if poly is None or len(poly) == 0:
+            xy = np.array([[body.position.x, body.position.y]], np.float64)  # [1, 2]
+        else:
+            line = body.polygon if kind in ("crosswalk", "speed_bump", "driveway") else body.polyline
+            xy = np.array([[p.x, p.y] for p in line], np.float64).reshape(-1, 2)  # [n_point, 2]
+        if xy.shape[0] == 0:
             continue
-        xy = np.array([[p.x, p.y] for p in poly], np.float64)  # [n_point, 2]
-        d2 = ((xy[:, None, :] - pts[None, :, :]) ** 2).sum(-1)  # [n_point, n_valid_state]
-        if d2.min() <= map_radius_m**2:
-            out.map_features.append(feature)
+        near = ((xy[:, None, :] - pts[None, :, :]) ** 2).sum(-1).min(axis=1) <= r2  # [n_point]
+        if not near.any():
+            continue
+        new = out.map_features.add()
+        new.CopyFrom(feature)
+        if kind in ("lane", "road_line", "road_edge"):
+            # Keep the longest run of consecutive points near the agents (same feature id).
+            best, start = (0, 0), None
+            for j, flag in enumerate(np.append(near, False).tolist()):
+                if flag and start is None:
+                    start = j
+                elif not flag and start is not None:
+                    best = max(best, (j - start, start))
+                    start = None
+            length, first = best
+            if length < 2:
+                del out.map_features[-1]
+                continue
+            points = list(body.polyline)[first : first + length]
+            target = getattr(new, kind)
+            del target.polyline[:]
+            target.polyline.extend(points)
+        if kind == "lane":
+            kept_lanes.add(int(feature.id))
+    for state in out.dynamic_map_states:
+        lanes = [ls for ls in state.lane_states if int(ls.lane) in kept_lanes]
+        del state.lane_states[:]
+        state.lane_states.extend(lanes)
     return out
