@@ -428,18 +428,18 @@ def _iter_submission_blobs(path: str | os.PathLike) -> Iterator[tuple[str, bytes
     yield str(p), p.read_bytes()
 
 
-def read_submission_protos(path: str | os.PathLike) -> list:
-    """All `SimAgentsChallengeSubmission` shards of a submission (file, directory, glob or .tar.gz)."""
-    pb = _pb()
+def _parse_submission(name: str, blob: bytes):
     from google.protobuf.message import DecodeError
 
-    out = []
-    for name, blob in _iter_submission_blobs(path):
-        try:
-            out.append(pb.SimAgentsChallengeSubmission.FromString(blob))
-        except DecodeError as err:
-            raise ValueError(f"{name}: not a SimAgentsChallengeSubmission proto ({err})") from err
-    return out
+    try:
+        return _pb().SimAgentsChallengeSubmission.FromString(blob)
+    except DecodeError as err:
+        raise ValueError(f"{name}: not a SimAgentsChallengeSubmission proto ({err})") from err
+
+
+def read_submission_protos(path: str | os.PathLike) -> list:
+    """All `SimAgentsChallengeSubmission` shards of a submission (file, directory, glob or .tar.gz)."""
+    return [_parse_submission(name, blob) for name, blob in _iter_submission_blobs(path)]
 
 
 def read_submission(path: str | os.PathLike) -> dict[str, Rollouts]:
@@ -447,7 +447,7 @@ def read_submission(path: str | os.PathLike) -> dict[str, Rollouts]:
     A scenario id present in two shards is an error."""
     out: dict[str, Rollouts] = {}
     for name, blob in _iter_submission_blobs(path):
-        sub = _pb().SimAgentsChallengeSubmission.FromString(blob)
+        sub = _parse_submission(name, blob)
         for sr in sub.scenario_rollouts:
             if sr.scenario_id in out:
                 raise ValueError(f"{name}: scenario {sr.scenario_id!r} appears twice in the submission")
