@@ -595,3 +595,15 @@ def read_scenarios(spec, only_ids: Iterable[str] | None = None) -> dict:
             raise ValueError(f"scenes {spec}: scenario {sid!r} appears twice")
         out[sid] = proto
     return out
+
+
+def write_scenarios_tfrecord(path: str | os.PathLike, scenarios: Iterable) -> Path:
+    """Write `scenario_pb2.Scenario` protos to one uncompressed TFRecord file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        for scenario in scenarios:
+            data = scenario.SerializeToString()
+            head = struct.pack("<Q", len(data))
+            f.write(head + struct.pack("<I", _masked_crc(head)) + data + struct.pack("<I", _masked_crc(data)))
+    return path
