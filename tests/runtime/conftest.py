@@ -17,3 +17,21 @@ def mlflow_server(tmp_path):
     server = start_local_server(tmp_path / "mlflow")
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    """A private local Ray instance (never another engineer's cluster): address='local',
+    own temp dir, 2 CPUs, small object store, token auth off for this in-process cluster."""
+    import shutil
+    import tempfile
+
+    import ray
+
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    tmp = tempfile.mkdtemp(prefix="srt_", dir="/tmp")
+    ray.init(address="local", num_cpus=2, object_store_memory=200_000_000, include_dashboard=False,
+             _temp_dir=tmp, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+    shutil.rmtree(tmp, ignore_errors=True)
