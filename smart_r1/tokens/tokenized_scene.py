@@ -47,6 +47,8 @@ class TokenizedScene:
     map_token_subtype: np.ndarray  # [n_map_token] int8, lane / road-line / road-edge subtype
     map_token_vocab_index: np.ndarray  # [n_map_token] int64, index into the map-segment vocabulary
     map_token_signal: np.ndarray  # [n_map_token, N_ANCHOR] int8 SignalState of the lane at each anchor step (0 if none)
+    # ----- provenance (additive) -----
+    vocab_id: str = ""  # MotionVocab.vocab_id the token indices refer to ("" if unknown)
 
     @property
     def n_agent(self) -> int:
