@@ -182,7 +182,7 @@ class TrafficSim:
             self.T[i], self.s0[i] = rng.uniform(1.0, 2.2), rng.uniform(1.8, 3.2)
             self.a[i], self.b[i] = rng.uniform(1.0, 2.2) * (0.7 if big else 1.0), rng.uniform(1.5, 2.8)
             self.sigma[i] = rng.uniform(0.03, 0.25)
-            self.lat[i] = rng.normal(0.0, 0.12)
+            self.lat[i] = 0.0 if big else float(np.clip(rng.normal(0.0, 0.08), -0.15, 0.15))
         elif kind == CYC:
             self.L[i], self.W[i], self.Hgt[i] = rng.uniform(1.6, 2.0), rng.uniform(0.6, 0.8), rng.uniform(1.6, 1.9)
             self.v0f[i] = 1.0
@@ -244,12 +244,14 @@ class TrafficSim:
         want = {k: int(round(fill * n)) for k, n in self.budget.items()}
         lanes = [lane for lane in self.rm.lanes if lane.connector < 0]
         order = rng.permutation(len(lanes))
-        cursor = {}
-        prev_v = {}
+        cursor, prev_v, queue = {}, {}, {}
         for idx in order:
             lane = lanes[idx]
             gated = any(self.rm.lane_by_id[e].connector >= 0 for e in lane.exit)
-            cursor[lane.id] = lane.length - (rng.uniform(2.0, 12.0) if gated else rng.uniform(4.0, 30.0))
+            drive_off = 0.0 if (gated or lane.exit) else 0.5 * lane.speed_limit * self.cfg.warmup_seconds
+            dense = float(np.clip((self.n_target - 40) / 100, 0.0, 0.6))
+            queue[lane.id] = rng.random() < (0.6 if gated else dense)  # slow queue / congested flow
+            cursor[lane.id] = lane.length - (rng.uniform(2.0, 12.0) if gated else rng.uniform(4.0, 30.0) + drive_off)
             prev_v[lane.id] = None
         active = [lanes[i] for i in order]
         while active and (self._count(VEH) < want[VEH] or self._count(CYC) < want[CYC]):
@@ -269,13 +271,13 @@ class TrafficSim:
                 i = self._new_agent(kind, path, 0.0, 0.0)
                 if i is None:
                     return
-                vmax = self.lim[i, 0] * self.v0f[i] * rng.uniform(0.55, 0.95)
+                vmax = self.lim[i, 0] * self.v0f[i] * (rng.uniform(0.0, 0.35) if queue[lane.id] else rng.uniform(0.55, 0.95))
                 front = cursor[lane.id]
                 s = front - self.L[i] / 2
                 v = vmax
                 if prev_v[lane.id] is not None:
                     pv = prev_v[lane.id]
-                    need = self.s0[i] + v * self.T[i] * rng.uniform(1.0, 1.6) + max(0.0, v * v - pv * pv) / (2 * 3.0) + rng.exponential(6.0)
+                    need = self.s0[i] + v * self.T[i] * rng.uniform(1.0, 1.4) + max(0.0, v * v - pv * pv) / (2 * 3.0) + rng.exponential(4.0)
                     s -= need
                 gate_dist = self.gate_s0[i] - (s + self.L[i] / 2)
                 if np.isfinite(gate_dist):
@@ -289,8 +291,11 @@ class TrafficSim:
                 prev_v[lane.id] = v
                 nxt.append(lane)
             active = nxt
-        # walkers
+        # walkers (they also make up for vehicles the lanes could not hold)
         n_walk = want[PED]
+        if self.walk_paths:
+            n_walk = max(n_walk, sum(want.values()) - self._count(VEH) - self._count(CYC))
+            self.budget[PED] = max(self.budget[PED], n_walk)
         for _ in range(n_walk * 3):
             if self._count(PED) >= n_walk:
                 break
@@ -326,6 +331,8 @@ class TrafficSim:
         if self._tracks() >= self.n_target:
             return
         p = self.cfg.spawn_rate_per_lane_hz * DT
+        if self._tracks() < self.cfg.min_agents:
+            p = 1.0  # below the minimum: fill every free lane start
         for lid in self.lane_start_ids:
             if self._tracks() >= self.n_target or rng.random() >= p:
                 continue
@@ -360,7 +367,7 @@ class TrafficSim:
                 self.alive[i] = False
                 self.n_used -= 1
         # walkers entering at sidewalk ends
-        if self.walk_paths and self._count(PED) < self.budget[PED] and rng.random() < 0.08:
+        if self.walk_paths and self._tracks() < self.n_target and self._count(PED) < self.budget[PED] and rng.random() < 0.08:
             paths = self.walk_paths + self.cross_paths
             path = paths[int(rng.integers(len(paths)))]
             i = self._new_agent(PED, path, 0.3, 0.0)
@@ -384,7 +391,7 @@ class TrafficSim:
         xy = xy - right * self.lat[idx][:, None]
         return xy, h
 
-    def step(self, t_sec: float, log_index: int | None, signal_now: np.ndarray | None) -> None:
+    def step(self, t_sec: float, log_index: int | None, signal_now: np.ndarray | None, to_red: np.ndarray | None = None) -> None:
         idx = np.flatnonzero(self.alive[: self.n_used])  # [n]
         n = idx.size
         if n == 0:
@@ -445,7 +452,7 @@ class TrafficSim:
         vl_cone = np.maximum(0.0, v[jc] * np.cos(dh[ar, jc]))
 
         # ----- gates -----
-        self._gates(idx, s, v, L, typ, same_lane_ahead, signal_now)
+        self._gates(idx, s, v, L, typ, same_lane_ahead, signal_now, to_red)
         gated = (~self.granted[idx]) & np.isfinite(self.gate_s0[idx]) & (~self.passed[idx])
         front = np.where(is_ped, 0.3, 0.5 * L + 0.5)
         g_stop = np.where(gated, self.gate_s0[idx] - s - front, INF)
@@ -502,7 +509,7 @@ class TrafficSim:
         self.passed[i] = True
         self.granted[i] = False
 
-    def _gates(self, idx, s, v, L, typ, same_lane_ahead, signal_now) -> None:
+    def _gates(self, idx, s, v, L, typ, same_lane_ahead, signal_now, to_red) -> None:
         gate_s0, gate_s1 = self.gate_s0[idx], self.gate_s1[idx]
         pending = np.isfinite(gate_s0) & ~self.passed[idx]
         if not pending.any():
@@ -516,11 +523,14 @@ class TrafficSim:
         dist = np.where(is_ped, gate_s0 - s, gate_s0 - s - 0.5 * L)  # [n] to the stop line
         veh_pend = pending & ~is_ped
         conn = self.conn[idx]
-        # red light: revoke reservations that can still stop before the line
+        # signals: the official check is the box centre crossing the stop point on red, so a
+        # reservation holder whose centre would cross on red gives it up while it can stop.
+        centre = dist + 0.5 * L + 0.3  # [n] centre to the line
         if signal_now is not None and veh_pend.any():
             grp = np.where(conn >= 0, self.conn_group[np.maximum(conn, 0)], -1)
-            red = (grp >= 0) & (signal_now[np.maximum(grp, 0)] == int(SignalState.STOP))
-            revoke = veh_pend & self.granted[idx] & red & (dist > 0.5) & (v * v < 2 * 5.0 * np.maximum(dist, 1e-3))
+            t_red = np.where(grp >= 0, to_red[np.maximum(grp, 0)], INF)  # [n] seconds until red
+            late = centre / np.maximum(v, 0.1) > t_red - 0.2
+            revoke = veh_pend & self.granted[idx] & (grp >= 0) & late & (centre > 0) & (v * v < 2 * 6.0 * np.maximum(dist, 1e-3))
             for i in idx[revoke]:
                 self.granted[i] = False
                 self.holders[self.conn[i]] -= 1
@@ -553,11 +563,13 @@ class TrafficSim:
             i = int(idx[li])
             c = int(conn[li])
             if signal_now is not None and self.conn_group[c] >= 0:
-                st = signal_now[self.conn_group[c]]
-                if st == int(SignalState.CAUTION):
-                    if not (v[li] * v[li] > 2 * 3.0 * max(dist[li], 0.1)):
-                        continue
-                elif st != int(SignalState.GO):
+                g = self.conn_group[c]
+                if signal_now[g] not in (int(SignalState.GO), int(SignalState.CAUTION)):
+                    continue
+                # time for the centre to reach the line, accelerating at most at a
+                ai = self.a[i]
+                eta = (-v[li] + math.sqrt(v[li] * v[li] + 2 * ai * max(centre[li], 0.0))) / ai
+                if eta > to_red[g] - 1.0:
                     continue
             if self.conn_stop[c] and self.stopped_t[i] < self.stop_wait[i]:
                 continue
@@ -577,12 +589,21 @@ class TrafficSim:
         rm = self.rm
         n_warm = int(round(warmup_s / DT))
         times = (np.arange(-n_warm, N_LOG)) * DT  # [n_warm + 91]
-        sig = rm.signal.states(times) if rm.signal is not None else None  # [n_group, n_t]
-        self.place_initial(fill=0.8)
+        sig = to_red = None
+        if rm.signal is not None:
+            ext = np.arange(-n_warm, N_LOG + 600) * DT  # [n_t + 600] (long enough to see the next red)
+            sig_ext = rm.signal.states(ext)  # [n_group, n_ext]
+            sig = sig_ext[:, : times.shape[0]]  # [n_group, n_t]
+            to_red = np.zeros(sig_ext.shape, np.float64)  # [n_group, n_ext] seconds until STOP
+            nxt = np.full(sig_ext.shape[0], 600 * DT)
+            for ti in range(sig_ext.shape[1] - 1, -1, -1):
+                nxt = np.where(sig_ext[:, ti] == int(SignalState.STOP), 0.0, nxt + DT)
+                to_red[:, ti] = nxt
+        self.place_initial(fill=min(1.0, max(0.8, (self.cfg.min_agents + 2) / self.n_target)))
         for ti, t in enumerate(times):
             self.spawn(t)
             li = ti - n_warm
-            self.step(t, li if li >= 0 else None, sig[:, ti] if sig is not None else None)
+            self.step(t, li if li >= 0 else None, sig[:, ti] if sig is not None else None, to_red[:, ti] if sig is not None else None)
         keep = np.flatnonzero(self.log_valid[: self.n_used].any(1))
         return TrafficLog(
             agent_type=self.type[keep].copy(),

@@ -13,11 +13,11 @@ from smart_r1.data.synth.roadmap import MPH_PER_MPS, RoadMap, build_corridor
 @register_layout("curved")
 def curved(rng: np.random.Generator, n_target: int, config) -> RoadMap:
     rm = RoadMap("curved")
-    n_fwd = int(rng.choice([1, 1, 2, 2, 3]))
-    n_bwd = n_fwd if rng.random() < 0.8 else int(rng.integers(1, 3))
+    n_fwd = max(1 + n_target // 48, int(rng.choice([1, 1, 2, 2, 3])))
+    n_bwd = n_fwd if rng.random() < 0.8 else max(1 + n_target // 64, int(rng.integers(1, 3)))
     w = float(rng.uniform(3.3, 3.9))
     limit = float(rng.choice([25, 30, 35, 40])) / MPH_PER_MPS
-    length = float(np.clip(140 + 240 * n_target / max(1, n_fwd + n_bwd) / 10, 160, 320))
+    length = float(np.clip(140 + 240 * n_target / max(1, n_fwd + n_bwd) / 10, 160, 400))
     n_piece = int(rng.integers(1, 4))
     bounds = np.sort(rng.uniform(0.15, 0.85, n_piece - 1)) * length
     edges = np.concatenate([[0.0], bounds, [length]])

@@ -15,13 +15,13 @@ def intersection(rng: np.random.Generator, n_target: int, config) -> RoadMap:
     rm = RoadMap("intersection")
     rot = float(rng.uniform(-math.pi, math.pi))
     angles = [rot + k * math.pi / 2 + float(rng.uniform(-0.14, 0.14)) for k in range(4)]
-    n_a = int(rng.choice([1, 2, 2, 3]))
+    n_a = max(1 + n_target // 64, int(rng.choice([1, 2, 2, 3])))
     n_b = int(rng.choice([1, 1, 2, 2]))
     lanes = [n_a, n_b, n_a, n_b]
     lim_a = float(rng.choice([25, 30, 35, 40])) / MPH_PER_MPS
     lim_b = float(rng.choice([25, 30, 35])) / MPH_PER_MPS
     w = float(rng.uniform(3.3, 3.8))
-    arm = float(np.clip(45 + 0.6 * n_target, 50, 130))
+    arm = float(np.clip(50 + 1.0 * n_target, 60, 160))
     crosswalk_arms = {k for k in range(4) if rng.random() < 0.85}
     build_junction(
         rng, rm, angles, lanes, lanes, w, [lim_a, lim_b, lim_a, lim_b], arm,

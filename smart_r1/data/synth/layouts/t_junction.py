@@ -16,13 +16,13 @@ def t_junction(rng: np.random.Generator, n_target: int, config) -> RoadMap:
     rot = float(rng.uniform(-math.pi, math.pi))
     minor = math.pi / 2 + float(rng.uniform(-0.4, 0.4))
     angles = [rot, rot + minor, rot + math.pi]
-    n_major = int(rng.choice([1, 1, 2]))
+    n_major = max(1 + n_target // 64, int(rng.choice([1, 1, 2])))
     n_minor = 1
     lanes = [n_major, n_minor, n_major]
     lim_major = float(rng.choice([25, 30, 35, 40])) / MPH_PER_MPS
     lim_minor = float(rng.choice([20, 25])) / MPH_PER_MPS
     w = float(rng.uniform(3.3, 3.8))
-    arm = float(np.clip(55 + 0.8 * n_target, 60, 150))
+    arm = float(np.clip(60 + 1.0 * n_target, 70, 170))
     crosswalk_arms = {1} | {k for k in (0, 2) if rng.random() < 0.4}
     build_junction(
         rng, rm, angles, lanes, lanes, w, [lim_major, lim_minor, lim_major], arm,
