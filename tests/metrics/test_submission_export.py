@@ -198,3 +198,31 @@ def test_corrupt_submission_named(tmp_path):
         read_submission(bad)
     with pytest.raises(FileNotFoundError):
         read_submission(tmp_path / "nope.tar.gz")
+
+
+@pytest.mark.parametrize("fallback", [False, True])
+def test_read_scenarios_paths_globs_dirs(real_scenario_path, tmp_path, monkeypatch, fallback):
+    """read_scenarios with and without smart_r1.data.scenario_io (the built-in TFRecord reader)."""
+    from smart_r1.metrics.submission import read_scenarios, write_scenarios_tfrecord
+
+    if fallback:
+        monkeypatch.setitem(__import__("sys").modules, "smart_r1.data.scenario_io", None)
+    (real_proto,) = list(iter_scenario_protos([real_scenario_path]))
+    copies = []
+    for k in range(3):
+        c = type(real_proto)()
+        c.CopyFrom(real_proto)
+        c.scenario_id = f"copy_{k}"
+        copies.append(c)
+    write_scenarios_tfrecord(tmp_path / "d" / "a.tfrecord", copies[:2])
+    write_scenarios_tfrecord(tmp_path / "d" / "b.tfrecord", copies[2:])
+    assert sorted(read_scenarios(str(tmp_path / "d" / "*.tfrecord"))) == ["copy_0", "copy_1", "copy_2"]
+    assert sorted(read_scenarios(str(tmp_path / "d"))) == ["copy_0", "copy_1", "copy_2"]
+    assert list(read_scenarios(str(tmp_path / "d" / "a.tfrecord"), only_ids=["copy_1"])) == ["copy_1"]
+    got = read_scenarios([str(real_scenario_path), str(tmp_path / "d" / "b.tfrecord")])
+    assert sorted(got) == [SID, "copy_2"] and got[SID] == real_proto
+    write_scenarios_tfrecord(tmp_path / "dup.tfrecord", copies[:1])
+    with pytest.raises(ValueError, match="copy_0"):
+        read_scenarios([str(tmp_path / "d" / "a.tfrecord"), str(tmp_path / "dup.tfrecord")])
+    with pytest.raises((FileNotFoundError, ValueError)):
+        read_scenarios(str(tmp_path / "nothing_*.tfrecord"))
