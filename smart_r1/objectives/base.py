@@ -261,15 +261,22 @@ def leave_one_out_reward(backend, scene, rollouts, scores) -> np.ndarray:
     return out  # [R]
 
 
+def score_scene(backend, reward_mode: str, scene, rollouts) -> tuple[np.ndarray, Any]:
+    """Reward of every rollout of one scene under `reward_mode`, and the scene's SceneScores.
+
+    This is what a scorer process calls (one scene, `smart_r1.sim.rollouts.Rollouts`). -> ([R], scores)
+    """
+    scores = backend.score(scene, rollouts)
+    return np.asarray(get_reward_mode(reward_mode)(backend, scene, rollouts, scores), dtype=np.float64), scores
+
+
 def score_rollouts(backend, reward_mode: str, scenes, rb) -> tuple[torch.Tensor, list]:
     """Score every scene's rollout group. Returns (rewards [R, n_scene], list of SceneScores)."""
-    mode = get_reward_mode(reward_mode)
     rewards, all_scores = [], []
     for s, scene in enumerate(scenes):
-        rollouts = rb.to_rollouts(s)
-        scores = backend.score(scene, rollouts)
+        r, scores = score_scene(backend, reward_mode, scene, rb.to_rollouts(s))
+        rewards.append(r)
         all_scores.append(scores)
-        rewards.append(mode(backend, scene, rollouts, scores))
     return torch.as_tensor(np.stack(rewards, axis=1), dtype=torch.float32), all_scores  # [R, n_scene]
 
 
@@ -329,10 +336,22 @@ class RLObjective(Objective):
         return None
 
     def collect(self, policy, inputs: TrainBatch, generator=None, reference=None) -> Experience:
+        """Roll out, score every scene, build the experience (single-process path)."""
         if inputs.scenes is None:
             raise ValueError(f"objective {self.name!r} needs the scenes of the batch for its rewards (TrainBatch.scenes)")
-        rb = run_rollout(policy, inputs.batch, self.n_rollout, self.sampler, self.sampler_params, generator)
+        rb = self.rollout(policy, inputs, generator)
         rewards, all_scores = score_rollouts(self.backend, self.reward_mode, inputs.scenes, rb)  # [R, n_scene]
+        return self.make_experience(inputs, rb, rewards, all_scores)
+
+    # The three pieces of `collect`, for a runtime that rolls out, scores and learns in
+    # different processes: rollout actor -> `rollout`; scorer -> `score_scene(backend,
+    # objective.reward_mode, scene, rb.to_rollouts(s))`; learner -> `make_experience` + `update`.
+    def rollout(self, policy, inputs: TrainBatch, generator=None):
+        return run_rollout(policy, inputs.batch, self.n_rollout, self.sampler, self.sampler_params, generator)
+
+    def make_experience(self, inputs: TrainBatch, rb, rewards, all_scores=None) -> Experience:
+        """rewards: [R, n_scene] (tensor or array, per rollout after the reward mode)."""
+        rewards = torch.as_tensor(np.asarray(rewards), dtype=torch.float32)  # [R, n_scene]
         adv = self.advantages(rewards)
         metrics = {
             "reward/mean": float(rewards.mean()),
@@ -343,7 +362,8 @@ class RLObjective(Objective):
         if adv is not None:
             metrics["advantage/mean"] = float(adv.mean())
             metrics["advantage/std"] = float(adv.std(unbiased=False))
-        metrics.update(score_metrics(all_scores))
+        if all_scores:
+            metrics.update(score_metrics(all_scores))
         metrics.update(motion_guards(inputs.batch, rb, inputs.train_mask))
         return Experience(inputs=inputs, rollout=rb, rewards=rewards, advantages=adv, metrics=metrics)
 

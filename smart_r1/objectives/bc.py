@@ -42,7 +42,7 @@ class BehaviourCloning(Objective):
         with torch.no_grad():
             ce = smoothed_cross_entropy(logits, batch.token_index, mask, 0.0)
         return loss, {
-            "loss": float(loss),
+            "loss": float(loss.detach()),
             "ce": float(ce),
             "accuracy": token_accuracy(logits.detach(), batch.token_index, mask),
             "n_token": float(mask.sum()),

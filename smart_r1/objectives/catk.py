@@ -51,7 +51,7 @@ class ClosedLoopSFT(Objective):
         loss = smoothed_cross_entropy(logits, target, mask, self.label_smoothing)
         fut = (slice(None), slice(None), slice(N_HISTORY_TOKEN, None))
         return loss, {
-            "loss": float(loss),
+            "loss": float(loss.detach()),
             "accuracy": token_accuracy(logits.detach()[fut], target[fut], mask[fut]),
             "n_token": float(mask.sum()),
         }

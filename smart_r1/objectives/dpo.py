@@ -72,7 +72,7 @@ class DPO(RLObjective):
         b, w, sc = best[distinct], worst[distinct], scenes[distinct]
         loss, margin = dpo_loss(seq[b, sc], seq[w, sc], seq_ref[b, sc], seq_ref[w, sc], self.beta)
         return loss, {
-            "loss": float(loss),
+            "loss": float(loss.detach()),
             "margin": float(margin.detach().mean()),
             "preference_accuracy": float((margin.detach() > 0).float().mean()),
             "n_pair": float(distinct.sum()),

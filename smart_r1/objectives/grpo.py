@@ -41,4 +41,4 @@ class GRPO(RLObjective):
         logp_old = rb.logprob.to(logp.device).float()  # [R, n_agent, 16] sampling policy
         adv_tok = per_token_from_scene(experience.advantages.to(logp.device), experience.inputs.batch.agent_scene, logp.shape[-1])
         loss, kl = grpo_loss(logp, logp_old, logp_ref, adv_tok, mask, self.clip_eps, self.beta)
-        return loss, {"loss": float(loss), "kl": float(masked_mean(kl.detach(), mask)), "n_token": float(mask.sum())}
+        return loss, {"loss": float(loss.detach()), "kl": float(masked_mean(kl.detach(), mask)), "n_token": float(mask.sum())}

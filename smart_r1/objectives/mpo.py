@@ -39,6 +39,7 @@ class MPO(RLObjective):
         alpha: float | str = "calibrate",
         beta: float = 0.04,
         calibration_batches: int = 4,
+        alpha_offset: float = 0.0,
         n_rollout: int = 8,
         sampler: str = "topk",
         sampler_params: dict | None = None,
@@ -55,14 +56,16 @@ class MPO(RLObjective):
             self.alpha = float(alpha)
         self.calibrate = self.alpha is None
         self.calibration_batches = int(calibration_batches)
+        self.alpha_offset = float(alpha_offset)  # added to the calibrated alpha (alpha sweeps: c - d, c, c + d)
         self.beta = float(beta)
 
     @property
     def needs_calibration(self) -> bool:
         return self.alpha is None
 
-    def set_alpha(self, alpha: float) -> None:
-        self.alpha = float(alpha)
+    def set_alpha(self, mean_reward: float) -> None:
+        """Calibration result: alpha = mean reward of the starting policy + alpha_offset."""
+        self.alpha = float(mean_reward) + self.alpha_offset
 
     def advantages(self, rewards: torch.Tensor) -> torch.Tensor | None:
         if self.alpha is None:
@@ -77,7 +80,7 @@ class MPO(RLObjective):
         adv_tok = per_token_from_scene(adv.to(logp.device), experience.inputs.batch.agent_scene, logp.shape[-1])  # [R, n_agent, 16]
         loss, kl = mpo_loss(logp, logp_ref, adv_tok, mask, self.beta)
         return loss, {
-            "loss": float(loss),
+            "loss": float(loss.detach()),
             "kl": float(masked_mean(kl.detach(), mask)),
             "alpha": self.alpha,
             "advantage/mean": float(adv.mean()),

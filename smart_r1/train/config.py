@@ -11,8 +11,8 @@ naming the file and the field path, e.g. `configs/x.yaml: stages[2].lr: expected
     tracking:  {uri, experiment, run_name, enabled}
 
 A config may `include:` another file (path relative to itself) and override some of its keys
-(mappings merge recursively; lists such as `stages` are replaced, or patched item-wise with a
-mapping `{index: {...}}`). `--set a.b=value` applies the same dotted overrides from the CLI
+(mappings merge recursively, a key written `key!:` replaces instead; lists such as `stages` are
+replaced, or patched item-wise with a mapping `{index: {...}}`). `--set a.b=value` applies the same dotted overrides from the CLI
 (`stages.2.params.beta=0.4`).
 """
 
@@ -104,6 +104,7 @@ class TrainConfig:
     model: ModelSection = field(default_factory=ModelSection)
     eval: EvalConfig = field(default_factory=EvalConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    init_from: str | None = None  # checkpoint whose model weights start stage 0 (branch from a finished stage)
     device: str = "cpu"
     num_threads: int = 0  # torch.set_num_threads; 0 = leave as is
     progress: bool = True
@@ -252,7 +253,10 @@ def _merge(base: Any, over: Any) -> Any:
     if isinstance(base, dict) and isinstance(over, dict):
         out = dict(base)
         for k, v in over.items():
-            out[k] = _merge(base.get(k), v) if k in base else v
+            if isinstance(k, str) and k.endswith("!"):  # `params!: {...}` replaces instead of merging
+                out[k[:-1]] = copy.deepcopy(v)
+            else:
+                out[k] = _merge(base.get(k), v) if k in base else v
         return out
     if isinstance(base, list) and isinstance(over, dict) and all(isinstance(k, int) for k in over):
         out = list(base)

@@ -241,6 +241,11 @@ class Trainer:
                     start_stage, start_step, ckpt = ckpt.stage_index + 1, 0, None
                 else:
                     start_stage, start_step = ckpt.stage_index, ckpt.step
+        if ckpt is None and start_stage == 0 and cfg.init_from:
+            init = Checkpoint.load(cfg.init_from)
+            if init.vocab_id is not None and getattr(self.vocab, "vocab_id", None) not in (None, init.vocab_id):
+                raise ValueError(f"init_from {cfg.init_from}: vocab_id {init.vocab_id} != current vocabulary {self.vocab.vocab_id}")
+            self.model.load_state_dict(init.model)
         self.tracker.log_params(_flatten(resolved_dict(cfg)))
         for i in range(start_stage):
             self._global_step_offset += stage_total_steps(cfg.stages[i], len(self.train), self._batch_size(cfg.stages[i]))

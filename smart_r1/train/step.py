@@ -21,10 +21,26 @@ from torch import nn
 from smart_r1.objectives.base import Objective
 
 
+# Symbolic freeze groups (SmartModel parameter names): CAT-K freezes the map encoder and the
+# embeddings by default (reference recipe).
+FREEZE_GROUPS = {
+    "map_encoder": ["map_layers", "rel_map_map", "map_vocab_emb", "map_kind_emb", "signal_emb", "map_norm"],
+    "embeddings": ["token_mlp", "no_motion", "type_emb", "size_proj", "agent_norm"],
+}
+
+
+def expand_freeze(prefixes: list[str]) -> list[str]:
+    out: list[str] = []
+    for p in prefixes:
+        out.extend(FREEZE_GROUPS.get(p, [p]))
+    return out
+
+
 def apply_freeze(model: nn.Module, prefixes: list[str]) -> list[str]:
     """Unfreeze everything, then freeze parameters whose name starts with (or contains a module
     path component equal to) one of `prefixes`. Returns the frozen names. An unmatched prefix is
     an error naming it (a typo must not silently train the map encoder)."""
+    prefixes = expand_freeze(list(prefixes))
     frozen = []
     matched = {p: False for p in prefixes}
     for name, param in model.named_parameters():
