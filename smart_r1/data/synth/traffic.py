@@ -29,7 +29,9 @@ from smart_r1.data.scene import AgentType, SignalState
 from smart_r1.data.synth import geometry as geo
 from smart_r1.data.synth.roadmap import RoadMap
 
-DT = 0.1
+DT = 0.1  # log step (s)
+SUB = 2  # log steps per decision step
+DT_SIM = DT * SUB  # decision (reaction) interval: accelerations are held constant over it
 N_LOG = 91
 PATH_DS = 0.5  # path sampling step (m)
 INF = 1e9
@@ -152,6 +154,7 @@ class TrafficSim:
         self.alive = np.zeros(cap, bool)
         self.ever_logged = np.zeros(cap, bool)
         self.n_used = 0
+        self.counts = {VEH: 0, PED: 0, CYC: 0}  # tracks so far (alive, or logged at some step)
         self.lane_start_ids = [lane.id for lane in rm.source_lanes()]
         self.conn_prio = np.array([c.priority for c in rm.connectors], np.int64)
         self.conn_group = np.array([c.signal_group for c in rm.connectors], np.int64)
@@ -160,8 +163,9 @@ class TrafficSim:
         self.cw_busy = np.zeros(self.n_cw, np.int64)
         self.cw_conns = [np.array([i for i, c in enumerate(rm.connectors) if cw in c.crosswalks], np.int64) for cw in range(self.n_cw)]
         self.conn_cws = [np.array(c.crosswalks, np.int64) for c in rm.connectors]
-        # logs
-        self.log = {k: np.zeros((cap, N_LOG)) for k in ("x", "y", "h", "vx", "vy")}
+        # logs: arc length and speed per logged step (poses are computed once at the end)
+        self.log_s = np.zeros((cap, N_LOG))
+        self.log_v = np.zeros((cap, N_LOG))
         self.log_valid = np.zeros((cap, N_LOG), bool)
 
     # ------------------------------------------------------------------ agents
@@ -224,13 +228,20 @@ class TrafficSim:
         self.granted[i] = self.passed[i] = self.ever_logged[i] = False
         self.stopped_t[i] = self.noise[i] = 0.0
         self.alive[i] = True
+        self.counts[kind] += 1
         return i
 
     def _count(self, kind: int) -> int:
-        return int(((self.alive | self.ever_logged) & (self.type == kind))[: self.n_used].sum())
+        return self.counts[kind]
 
     def _tracks(self) -> int:
-        return int((self.alive | self.ever_logged)[: self.n_used].sum())
+        return self.counts[VEH] + self.counts[PED] + self.counts[CYC]
+
+    def _discard(self, i: int) -> None:
+        """Undo the agent just created in slot i (placement failed)."""
+        self.alive[i] = False
+        self.counts[int(self.type[i])] -= 1
+        self.n_used -= 1
 
     def _routes(self, lane_id: int, bike: bool) -> list[int]:
         paths = [self.route_path[r] for r in self.rm.routes_from(lane_id)]
@@ -283,8 +294,7 @@ class TrafficSim:
                 if np.isfinite(gate_dist):
                     v = min(v, math.sqrt(2 * 1.2 * max(0.0, gate_dist - 6.0)))
                 if s - self.L[i] / 2 < 1.0:
-                    self.alive[i] = False
-                    self.n_used -= 1
+                    self._discard(i)
                     continue
                 self.s[i], self.v[i] = s, v
                 cursor[lane.id] = s - self.L[i] / 2
@@ -311,8 +321,7 @@ class TrafficSim:
                 break
             self.v[i] = self.lim[i, 0] * rng.uniform(0.6, 1.0)
             if self._too_close(i):
-                self.alive[i] = False
-                self.n_used -= 1
+                self._discard(i)
 
     def _too_close(self, i: int) -> bool:
         """Whether agent i's box (inflated) overlaps any other live agent's at placement."""
@@ -326,11 +335,11 @@ class TrafficSim:
         rad = 0.5 * np.hypot(self.L[idx], self.W[idx]) + 0.5 * math.hypot(self.L[i], self.W[i]) + 1.0
         return bool((d < rad).any())
 
-    def spawn(self, t_sec: float) -> None:
+    def spawn(self) -> None:
         rng = self.rng
         if self._tracks() >= self.n_target:
             return
-        p = self.cfg.spawn_rate_per_lane_hz * DT
+        p = self.cfg.spawn_rate_per_lane_hz * DT_SIM
         if self._tracks() < self.cfg.min_agents:
             p = 1.0  # below the minimum: fill every free lane start
         for lid in self.lane_start_ids:
@@ -364,34 +373,35 @@ class TrafficSim:
                 ok = gap > self.s0[i] + v * self.T[i] * 1.3 + max(0.0, v * v - vl * vl) / (2 * 2.0) + 2.0
             self.s[i], self.v[i] = s, v
             if not ok or self._too_close(i):
-                self.alive[i] = False
-                self.n_used -= 1
+                self._discard(i)
         # walkers entering at sidewalk ends
-        if self.walk_paths and self._tracks() < self.n_target and self._count(PED) < self.budget[PED] and rng.random() < 0.08:
+        if self.walk_paths and self._tracks() < self.n_target and self._count(PED) < self.budget[PED] and rng.random() < 0.16:
             paths = self.walk_paths + self.cross_paths
             path = paths[int(rng.integers(len(paths)))]
             i = self._new_agent(PED, path, 0.3, 0.0)
             if i is not None:
                 self.v[i] = self.lim[i, 0] * rng.uniform(0.7, 1.0)
                 if self._too_close(i):
-                    self.alive[i] = False
-                    self.n_used -= 1
+                    self._discard(i)
 
     # ------------------------------------------------------------------ kinematics
-    def _pose(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Position and heading of agents `idx` at their current arc length.  -> [n, 2], [n]"""
-        f = np.clip(self.s[idx] / PATH_DS, 0.0, self.path_n[idx] - 1.000001)  # [n]
-        i0 = np.floor(f).astype(np.int64)
+    def _pose(self, idx: np.ndarray, s: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Position and heading of agents `idx` at arc lengths `s` (default: current).  -> [n, 2], [n]"""
+        s = self.s[idx] if s is None else s
+        f = np.clip(s / PATH_DS, 0.0, self.path_n[idx] - 1.000001)  # [n]
+        i0 = f.astype(np.int64)
         t = f - i0  # [n]
         g0 = self.path_off[idx] + i0
-        g1 = g0 + 1
-        xy = self.bank.XY[g0] * (1 - t)[:, None] + self.bank.XY[g1] * t[:, None]  # [n, 2]
-        h = self.bank.H[g0] + (self.bank.H[g1] - self.bank.H[g0]) * t  # [n]
-        right = np.stack([np.sin(h), -np.cos(h)], axis=1)  # [n, 2]
-        xy = xy - right * self.lat[idx][:, None]
+        xy = self.bank.XY[g0] * (1 - t)[:, None] + self.bank.XY[g0 + 1] * t[:, None]  # [n, 2]
+        h0 = self.bank.H[g0]
+        h = h0 + (self.bank.H[g0 + 1] - h0) * t  # [n]
+        lat = self.lat[idx]
+        xy[:, 0] -= np.sin(h) * lat  # lateral offset to the left: -right * lat
+        xy[:, 1] += np.cos(h) * lat
         return xy, h
 
-    def step(self, t_sec: float, log_index: int | None, signal_now: np.ndarray | None, to_red: np.ndarray | None = None) -> None:
+    def step(self, log_index: int | None, signal_now: np.ndarray | None, to_red: np.ndarray | None = None) -> None:
+        """One decision step of DT_SIM: leaders, gates, IDM; logs the two 10 Hz sub-steps."""
         idx = np.flatnonzero(self.alive[: self.n_used])  # [n]
         n = idx.size
         if n == 0:
@@ -400,93 +410,99 @@ class TrafficSim:
         s, v = self.s[idx], self.v[idx]  # [n]
         L, W = self.L[idx], self.W[idx]
         typ = self.type[idx]
-        if log_index is not None:
-            lg = self.log
-            lg["x"][idx, log_index] = pos[:, 0]
-            lg["y"][idx, log_index] = pos[:, 1]
-            lg["h"][idx, log_index] = geo.wrap(hd)
-            lg["vx"][idx, log_index] = v * np.cos(hd)
-            lg["vy"][idx, log_index] = v * np.sin(hd)
-            self.log_valid[idx, log_index] = True
-            self.ever_logged[idx] = True
+        is_ped = typ == PED
+        ar = np.arange(n)
 
-        # ----- path leaders -----
+        # ----- path leaders: agents ahead on a lane of the follower's route -----
         C = self.C[idx]  # [n, K]
         R = self.R[idx]  # [n, K]
-        k_cur = np.clip((C <= s[:, None]).sum(1) - 1, 0, self.K - 1)  # [n]
-        ar = np.arange(n)
+        k_cur = (C <= s[:, None]).sum(1) - 1  # [n]
         lane_cur = R[ar, k_cur]  # [n]
         s_in = s - C[ar, k_cur]  # [n]
-        kk = np.arange(self.K)
-        M = (R[:, None, :] == lane_cur[None, :, None]) & (kk[None, None, :] >= k_cur[:, None, None])  # [n, n, K]
-        base = np.where(M, C[:, None, :], INF).min(-1)  # [n, n]
-        raw = base + s_in[None, :] - s[:, None]  # [n, n] centre distance along the follower's route
-        np.fill_diagonal(raw, -1.0)
-        ok = (raw > 0) & (raw < 120)
-        gap_p = np.where(ok, raw - 0.5 * (L[:, None] + L[None, :]), INF)  # [n, n]
+        M = (R[:, None, :] == lane_cur[None, :, None]) & (self._kk >= k_cur[:, None, None])  # [n, n, K]
+        raw = np.where(M, C[:, None, :], INF).min(-1) + (s_in[None, :] - s[:, None])  # [n, n] centre gap along route
+        raw[ar, ar] = -1.0
+        gap_p = np.where((raw > 0) & (raw < 120), raw - 0.5 * (L[:, None] + L[None, :]), INF)  # [n, n]
         jp = gap_p.argmin(1)  # [n]
         g_path = gap_p[ar, jp]
         vl_path = v[jp]
         same_lane_ahead = ((lane_cur[:, None] == lane_cur[None, :]) & (s_in[None, :] > s_in[:, None])).any(1)  # [n]
 
-        # ----- cone leaders -----
-        d = pos[None, :, :] - pos[:, None, :]  # [n, n, 2] from follower i to j
-        c, sn = np.cos(hd), np.sin(hd)
-        lon = d[..., 0] * c[:, None] + d[..., 1] * sn[:, None]  # [n, n]
-        lat = -d[..., 0] * sn[:, None] + d[..., 1] * c[:, None]  # [n, n]
-        dh = geo.wrap(hd[None, :] - hd[:, None])  # [n, n]
-        acos, asin = np.abs(np.cos(dh)), np.abs(np.sin(dh))
+        # ----- cone leaders (complex arithmetic: rotate offsets into each follower's frame) -----
+        z = pos[:, 0] + 1j * pos[:, 1]  # [n]
+        e = np.exp(1j * hd)  # [n]
+        rel = (z[None, :] - z[:, None]) * e.conj()[:, None]  # [n, n]: lon + i lat of j seen from i
+        lon, lat = rel.real, rel.imag
+        dh = e[None, :] * e.conj()[:, None]  # [n, n] unit complex of heading difference
+        acos, asin = np.abs(dh.real), np.abs(dh.imag)
         half_w_j = 0.5 * (W[None, :] * acos + L[None, :] * asin)  # [n, n]
         ext_j = 0.5 * (L[None, :] * acos + W[None, :] * asin)  # [n, n]
-        is_ped = typ == PED
-        margin = np.where(is_ped, 0.15, 0.45)[:, None]
-        heading_ok = (np.abs(dh) < 1.0) | (is_ped[None, :] & ~is_ped[:, None])
-        cone = (lon > 0) & (lon < 35.0) & (np.abs(lat) < 0.5 * W[:, None] + half_w_j + margin) & heading_ok
-        np.fill_diagonal(cone, False)
+        margin = np.where(is_ped, 0.15, 0.45)
+        heading_ok = (dh.real > 0.54) | (is_ped[None, :] & ~is_ped[:, None])  # |dh| < 1 rad, or a walker ahead of a vehicle
+        cone = (lon > 0) & (lon < 35.0) & (np.abs(lat) < (0.5 * W + margin)[:, None] + half_w_j) & heading_ok
+        cone[ar, ar] = False
         mutual = cone & cone.T
         if mutual.any():
             cone &= ~(mutual & (lon > lon.T))  # of a mutual pair, only the one closer behind yields
         gap_c = np.where(cone, lon - 0.5 * L[:, None] - ext_j, INF)  # [n, n]
         jc = gap_c.argmin(1)
         g_cone = gap_c[ar, jc]
-        vl_cone = np.maximum(0.0, v[jc] * np.cos(dh[ar, jc]))
+        vl_cone = np.maximum(0.0, v[jc] * dh[ar, jc].real)
 
-        # ----- gates -----
-        self._gates(idx, s, v, L, typ, same_lane_ahead, signal_now, to_red)
-        gated = (~self.granted[idx]) & np.isfinite(self.gate_s0[idx]) & (~self.passed[idx])
-        front = np.where(is_ped, 0.3, 0.5 * L + 0.5)
-        g_stop = np.where(gated, self.gate_s0[idx] - s - front, INF)
+        # ----- gates (reservations) -----
+        if self.has_gates:
+            self._gates(idx, s, v, L, typ, same_lane_ahead, signal_now, to_red)
+            gs0 = self.gate_s0[idx]
+            gated = (~self.granted[idx]) & (gs0 < INF) & (~self.passed[idx])
+            g_stop = np.where(gated, gs0 - s - np.where(is_ped, 0.3, 0.5 * L + 0.5), INF)
+        else:
+            gated = np.zeros(n, bool)
+            g_stop = np.full(n, INF)
 
         # ----- IDM -----
         v0 = self._desired_speed(idx, s, L, k_cur)  # [n]
         a, b, T, s0 = self.a[idx], self.b[idx], self.T[idx], self.s0[idx]
-        sab = 2.0 * np.sqrt(a * b)
-
-        def interaction(g, vl, s0_):
-            ss = s0_ + np.maximum(0.0, v * T + v * (v - vl) / sab)
-            return -a * (ss / np.maximum(g, 0.05)) ** 2
-
-        acc_int = np.minimum(interaction(g_path, vl_path, s0), interaction(g_cone, vl_cone, s0))
-        acc_int = np.minimum(acc_int, interaction(g_stop, 0.0, np.where(is_ped, 0.2, 1.0)))
+        dyn = v * T
+        dv = v / (2.0 * np.sqrt(a * b))
+        g = np.stack([g_path, g_cone, g_stop])  # [3, n]
+        vl = np.stack([vl_path, vl_cone, np.zeros(n)])  # [3, n]
+        s0s = np.stack([s0, s0, np.where(is_ped, 0.2, 1.0)])  # [3, n]
+        ss = s0s + np.maximum(0.0, dyn + dv * (v - vl))  # [3, n] desired gaps
+        acc_int = -a * ((ss / np.maximum(g, 0.05)) ** 2).max(0)  # [n]
         ratio = v / np.maximum(v0, 0.1)
         acc_free = np.where(ratio <= 1.0, a * (1.0 - ratio**4), -b * np.minimum(1.0, ratio - 1.0))
-        noise = self.noise[idx] * 0.92 + self.rng.normal(0.0, 1.0, n) * 0.39
+        noise = self.noise[idx] * 0.85 + self.rng.standard_normal(n) * 0.53
         self.noise[idx] = noise
-        acc = np.clip(acc_free + acc_int + self.sigma[idx] * noise, -9.0, a * 1.3)
-        v_new = np.maximum(0.0, v + acc * DT)
-        self.s[idx] = s + 0.5 * (v + v_new) * DT
-        self.v[idx] = v_new
-        conn = self.conn[idx]
-        stop_sign = (conn >= 0) & gated & self.conn_stop[np.maximum(conn, 0)] if self.n_conn else np.zeros(n, bool)
-        if stop_sign.any():
-            near = stop_sign & (v_new < 0.3) & (g_stop < 4.0)
-            sel = idx[near]
-            self.stopped_t[sel] += DT
-        # ----- leaving view -----
+        acc = np.clip(acc_free + acc_int + self.sigma[idx] * noise, -9.0, a * 1.3)  # [n]
+
+        # ----- integrate exactly at constant acceleration (stopping inside the step) -----
+        t_stop = np.where(acc < 0, np.minimum(DT_SIM, v / np.maximum(-acc, 1e-9)), DT_SIM)  # [n]
         end = self.path_len[idx] - np.where(is_ped, 0.3, 0.5 * L + 0.5)
+        for j in range(SUB):
+            tj = np.minimum(j * DT, t_stop)
+            sj = s + v * tj + 0.5 * acc * tj * tj
+            if log_index is not None and 0 <= log_index + j < N_LOG:
+                li = log_index + j
+                ok = sj <= end
+                ii = idx[ok]
+                self.log_s[ii, li] = sj[ok]
+                self.log_v[ii, li] = np.maximum(0.0, v + acc * tj)[ok]
+                self.log_valid[ii, li] = True
+                self.ever_logged[ii] = True
+        ts = t_stop
+        self.s[idx] = s + v * ts + 0.5 * acc * ts * ts
+        self.v[idx] = np.maximum(0.0, v + acc * ts)
+        if gated.any():
+            conn = self.conn[idx]
+            near = gated & (conn >= 0) & self.conn_stop[np.maximum(conn, 0)] & (self.v[idx] < 0.3) & (g_stop < 4.0)
+            self.stopped_t[idx[near]] += DT_SIM
+
+        # ----- leaving view -----
         gone = idx[self.s[idx] > end]
         for i in gone:
             self._release(int(i))
+            if not self.ever_logged[i]:
+                self.counts[int(self.type[i])] -= 1  # left during warm-up: never a track
         self.alive[gone] = False
 
     def _desired_speed(self, idx, s, L, k_cur):
@@ -587,32 +603,43 @@ class TrafficSim:
     # ------------------------------------------------------------------ run
     def run(self, warmup_s: float) -> TrafficLog:
         rm = self.rm
-        n_warm = int(round(warmup_s / DT))
-        times = (np.arange(-n_warm, N_LOG)) * DT  # [n_warm + 91]
+        n_warm = int(round(warmup_s / DT_SIM)) * SUB  # warm-up in 10 Hz steps (multiple of SUB)
+        n_dec = (n_warm + N_LOG + SUB - 1) // SUB  # decision steps
         sig = to_red = None
         if rm.signal is not None:
-            ext = np.arange(-n_warm, N_LOG + 600) * DT  # [n_t + 600] (long enough to see the next red)
-            sig_ext = rm.signal.states(ext)  # [n_group, n_ext]
-            sig = sig_ext[:, : times.shape[0]]  # [n_group, n_t]
-            to_red = np.zeros(sig_ext.shape, np.float64)  # [n_group, n_ext] seconds until STOP
-            nxt = np.full(sig_ext.shape[0], 600 * DT)
-            for ti in range(sig_ext.shape[1] - 1, -1, -1):
-                nxt = np.where(sig_ext[:, ti] == int(SignalState.STOP), 0.0, nxt + DT)
+            ext = (np.arange(n_dec + 300) * SUB - n_warm) * DT  # decision times (+ 60 s to see the next red)
+            sig = rm.signal.states(ext)  # [n_group, n_ext]
+            to_red = np.zeros(sig.shape, np.float64)  # [n_group, n_ext] seconds until STOP
+            nxt = np.full(sig.shape[0], 300 * DT_SIM)
+            for ti in range(sig.shape[1] - 1, -1, -1):
+                nxt = np.where(sig[:, ti] == int(SignalState.STOP), 0.0, nxt + DT_SIM)
                 to_red[:, ti] = nxt
+        self.has_gates = self.n_conn > 0 or any(np.isfinite(m.get("gate_s0", math.inf)) for m in self.bank.meta)
+        self._kk = np.arange(self.K)[None, None, :]  # [1, 1, K]
         self.place_initial(fill=min(1.0, max(0.8, (self.cfg.min_agents + 2) / self.n_target)))
-        for ti, t in enumerate(times):
-            self.spawn(t)
-            li = ti - n_warm
-            self.step(t, li if li >= 0 else None, sig[:, ti] if sig is not None else None, to_red[:, ti] if sig is not None else None)
-        keep = np.flatnonzero(self.log_valid[: self.n_used].any(1))
+        for k in range(n_dec):
+            self.spawn()
+            li = k * SUB - n_warm
+            self.step(li if li > -SUB else None, sig[:, k] if sig is not None else None, to_red[:, k] if sig is not None else None)
+        keep = np.flatnonzero(self.log_valid[: self.n_used].any(1))  # [n_track]
+        valid = self.log_valid[keep]  # [n_track, 91]
+        a_idx, t_idx = np.nonzero(valid)
+        rows = keep[a_idx]
+        pos, hd = self._pose(rows, self.log_s[rows, t_idx])
+        spd = self.log_v[rows, t_idx]
+        out = {k: np.zeros(valid.shape) for k in ("x", "y", "h", "vx", "vy")}
+        out["x"][a_idx, t_idx], out["y"][a_idx, t_idx] = pos[:, 0], pos[:, 1]
+        out["h"][a_idx, t_idx] = geo.wrap(hd)
+        out["vx"][a_idx, t_idx], out["vy"][a_idx, t_idx] = spd * np.cos(hd), spd * np.sin(hd)
+        if sig is not None:
+            t10 = np.arange(N_LOG) + n_warm  # 10 Hz step index since the start of warm-up
+            sig_log = rm.signal.states((t10 - n_warm) * DT)  # [n_group, 91]
+        else:
+            sig_log = np.zeros((0, N_LOG), np.int8)
         return TrafficLog(
             agent_type=self.type[keep].copy(),
             size=np.stack([self.L[keep], self.W[keep], self.Hgt[keep]], 1),
-            x=self.log["x"][keep],
-            y=self.log["y"][keep],
-            heading=self.log["h"][keep],
-            vx=self.log["vx"][keep],
-            vy=self.log["vy"][keep],
-            valid=self.log_valid[keep],
-            signal_states=sig[:, n_warm:] if sig is not None else np.zeros((0, N_LOG), np.int8),
+            x=out["x"], y=out["y"], heading=out["h"], vx=out["vx"], vy=out["vy"],
+            valid=valid,
+            signal_states=sig_log,
         )
