@@ -12,6 +12,7 @@ from smart_r1.data.synth.config import SynthConfig
 from smart_r1.data.synth.layouts import LAYOUTS, build_layout
 from smart_r1.data.synth.roadmap import MPH_PER_MPS, RoadMap
 from smart_r1.data.synth.traffic import TrafficLog, TrafficSim
+from smart_r1.data.synth import wire
 
 
 def scenario_id_for(seed: int, scenario_index: int, prefix: str = "synth") -> str:
@@ -55,8 +56,12 @@ def simulate(seed: int, scenario_index: int = 0, config: SynthConfig | None = No
     return rm, log, rng
 
 
-def _points(pb_list, xy: np.ndarray, z: np.ndarray, shift: np.ndarray) -> None:
+def _points(pb_list, xy: np.ndarray, z: np.ndarray, shift: np.ndarray, msg=None, field: int = 0) -> None:
+    """Append points to a repeated MapPoint field; with `msg`, encode them in one go as `field` of `msg`."""
     p = xy + shift  # [n, 2]
+    if msg is not None:
+        msg.MergeFromString(wire.encode_points(field, np.column_stack([p, z])))
+        return
     for (x, y), zz in zip(p.tolist(), z.tolist()):
         pb_list.add(x=x, y=y, z=zz)
 
@@ -87,7 +92,11 @@ def _select_agents(log: TrafficLog, rng: np.random.Generator, config: SynthConfi
     return sdc, ttp, ooi
 
 
-def build_scenario_proto(scenario_id: str, rm: RoadMap, log: TrafficLog, rng: np.random.Generator, config: SynthConfig) -> scenario_pb2.Scenario:
+def build_scenario_proto(
+    scenario_id: str, rm: RoadMap, log: TrafficLog, rng: np.random.Generator, config: SynthConfig, fast: bool = True
+) -> scenario_pb2.Scenario:
+    """The `Scenario` proto. `fast=True` encodes states, polylines and signal states with numpy
+    (`wire`); `fast=False` sets every field through the proto API (same message; reference path)."""
     sc = scenario_pb2.Scenario()
     sc.scenario_id = scenario_id
     sc.timestamps_seconds.extend((np.arange(N_STEP_WOMD) * STEP_SECONDS).round(6).tolist())
@@ -106,6 +115,9 @@ def build_scenario_proto(scenario_id: str, rm: RoadMap, log: TrafficLog, rng: np
         tr.id = int(ids[r])
         tr.object_type = int(log.agent_type[r])
         length, width, height = (float(v) for v in log.size[r])
+        if fast:
+            tr.MergeFromString(wire.encode_track_states(xs[r], ys[r], z[r], log.heading[r], log.vx[r], log.vy[r], log.valid[r], length, width, height))
+            continue
         rows = zip(xs[r].tolist(), ys[r].tolist(), z[r].tolist(), log.heading[r].tolist(), log.vx[r].tolist(), log.vy[r].tolist(), log.valid[r].tolist())
         for x, y, zz, h, vx, vy, ok in rows:
             if ok:
@@ -129,21 +141,21 @@ def build_scenario_proto(scenario_id: str, rm: RoadMap, log: TrafficLog, rng: np
         lc.interpolating = lane.interpolating
         lc.entry_lanes.extend(lane.entry)
         lc.exit_lanes.extend(lane.exit)
-        _points(lc.polyline, lane.pts, rm.ground_z(lane.pts), shift)
+        _points(lc.polyline, lane.pts, rm.ground_z(lane.pts), shift, lc if fast else None, 8)
     for kind, pts in rm.road_lines:
         mf = sc.map_features.add()
         mf.id, next_id = next_id, next_id + 1
         mf.road_line.type = kind
-        _points(mf.road_line.polyline, pts, rm.ground_z(pts), shift)
+        _points(mf.road_line.polyline, pts, rm.ground_z(pts), shift, mf.road_line if fast else None, 2)
     for kind, pts in rm.road_edges:
         mf = sc.map_features.add()
         mf.id, next_id = next_id, next_id + 1
         mf.road_edge.type = kind
-        _points(mf.road_edge.polyline, pts, rm.ground_z(pts), shift)
+        _points(mf.road_edge.polyline, pts, rm.ground_z(pts), shift, mf.road_edge if fast else None, 2)
     for poly in rm.crosswalks:
         mf = sc.map_features.add()
         mf.id, next_id = next_id, next_id + 1
-        _points(mf.crosswalk.polygon, poly, rm.ground_z(poly), shift)
+        _points(mf.crosswalk.polygon, poly, rm.ground_z(poly), shift, mf.crosswalk if fast else None, 1)
     for pos, lanes in rm.stop_signs:
         mf = sc.map_features.add()
         mf.id, next_id = next_id, next_id + 1
@@ -155,6 +167,19 @@ def build_scenario_proto(scenario_id: str, rm: RoadMap, log: TrafficLog, rng: np
     # ----- traffic signals: one lane state per signalised connector per step -----
     controlled = [(c.lane_id, c.signal_group, rm.lane_by_id[c.lane_id].pts[0]) for c in rm.connectors if c.signal_group >= 0]
     stop_pts = [(lid, g, float(p[0] + shift[0]), float(p[1] + shift[1]), float(rm.ground_z(p))) for lid, g, p in controlled]
+    if fast:
+        cache: dict[tuple[int, int], bytes] = {}
+        chunks = []
+        for t in range(N_STEP_WOMD):
+            body = []
+            for lid, g, x, y, zz in stop_pts:
+                key = (lid, int(log.signal_states[g, t]))
+                if key not in cache:
+                    cache[key] = wire.encode_lane_state(lid, key[1], (x, y, zz))
+                body.append(cache[key])
+            chunks.append(wire.length_delimited(7, b"".join(body)))
+        sc.MergeFromString(b"".join(chunks))
+        return sc
     for t in range(N_STEP_WOMD):
         dms = sc.dynamic_map_states.add()
         for lid, g, x, y, zz in stop_pts:
