@@ -285,3 +285,129 @@ def official_scores(scenario, rollouts: Rollouts, return_features: bool = False)
         feats["object_id"] = log_f.object_id.numpy()
         return out, feats
     return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Fixture generation
+# ----------------------------------------------------------------------------------------------
+
+POLICIES = ("log_noise", "const_vel", "frozen", "perturbed")
+
+
+def crop_map(scenario, radius: float = 50.0):
+    """Copy of `scenario` keeping only map features within `radius` m of any valid agent state
+    (keeps the official scorer affordable; the cropped scene IS the fixture, both backends see it)."""
+    from waymo_open_dataset.protos import scenario_pb2
+
+    out = scenario_pb2.Scenario()
+    out.CopyFrom(scenario)
+    xy = np.asarray([(s.center_x, s.center_y) for tr in scenario.tracks for s in tr.states if s.valid], np.float64)  # [n, 2]
+    lo, hi = xy.min(0) - radius, xy.max(0) + radius
+    del out.map_features[:]
+    for f in scenario.map_features:
+        which = f.WhichOneof("feature_data")
+        d = getattr(f, which)
+        if which == "stop_sign":
+            pts = np.asarray([(d.position.x, d.position.y)])
+        elif which in ("crosswalk", "speed_bump", "driveway"):
+            pts = np.asarray([(p.x, p.y) for p in d.polygon]).reshape(-1, 2)
+        else:
+            pts = np.asarray([(p.x, p.y) for p in d.polyline]).reshape(-1, 2)
+        if pts.size and ((pts >= lo) & (pts <= hi)).all(-1).any():
+            out.map_features.add().CopyFrom(f)
+    return out
+
+
+def all_signals_stop(scenario):
+    """Copy of `scenario` with every traffic-signal state set to STOP (exercises red-light violations)."""
+    from waymo_open_dataset.protos import scenario_pb2
+
+    out = scenario_pb2.Scenario()
+    out.CopyFrom(scenario)
+    for dms in out.dynamic_map_states:
+        for ls in dms.lane_states:
+            ls.state = 4
+    return out
+
+
+def synthetic_scenarios(n: int, max_agents: int = 14):
+    """Parity scenes from the synthetic generator (seed = index); every 4th with all signals STOP."""
+    from smart_r1.data.synth.config import SynthConfig
+    from smart_r1.data.synth.generator import generate_scenario
+
+    cfg = SynthConfig(min_agents=6, max_agents=max_agents, scenario_id_prefix="parity")
+    for i in range(n):
+        sc = crop_map(generate_scenario(1000 + i, 0, cfg))
+        if i % 4 == 3:
+            sc = all_signals_stop(sc)
+        yield sc
+
+
+def quantize_rollouts(ro: Rollouts) -> Rollouts:
+    """Round x/y/z to 1/128 m and heading to 1/1024 rad (still float32; compresses ~2x)."""
+    t = ro.trajectories.copy()
+    t[..., :3] = np.round(t[..., :3] * 128) / 128
+    t[..., 3] = np.round(t[..., 3] * 1024) / 1024
+    return Rollouts(scenario_id=ro.scenario_id, agent_id=ro.agent_id, trajectories=t.astype(np.float32))
+
+
+def load_fixture_case(entry: dict, root: Path = OUT_DIR):
+    """(scenario proto, Scene, Rollouts, official dict) of one entry of `official.json`."""
+    import gzip
+
+    from waymo_open_dataset.protos import scenario_pb2
+
+    sc = scenario_pb2.Scenario()
+    sc.ParseFromString(gzip.decompress((root / entry["scene_file"]).read_bytes()))
+    scene = scenario_to_scene(sc)
+    z = np.load(root / entry["rollouts_file"])
+    ro = Rollouts(scenario_id=sc.scenario_id, agent_id=z["agent_id"], trajectories=z["trajectories"])
+    return sc, scene, ro, entry["official"]
+
+
+def main(argv=None) -> int:
+    import gzip
+
+    from tqdm import tqdm
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n-scenes", type=int, default=20)
+    ap.add_argument("--n-rollout", type=int, default=16)
+    ap.add_argument("--max-agents", type=int, default=14)
+    ap.add_argument("--policies", default=",".join(POLICIES))
+    ap.add_argument("--out", default=str(OUT_DIR))
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    (out / "scenes").mkdir(parents=True, exist_ok=True)
+    (out / "rollouts").mkdir(parents=True, exist_ok=True)
+    index_path = out / "official.json"
+    entries = json.loads(index_path.read_text()) if index_path.exists() else []
+    done = {(e["scenario_id"], e["policy"]) for e in entries}
+    policies = args.policies.split(",")
+    bar = tqdm(total=args.n_scenes * len(policies), desc="official parity fixtures")
+    for k, sc in enumerate(synthetic_scenarios(args.n_scenes, args.max_agents)):
+        scene = scenario_to_scene(sc)
+        scene_file = f"scenes/{sc.scenario_id}.binproto.gz"
+        if not (out / scene_file).exists():
+            (out / scene_file).write_bytes(gzip.compress(sc.SerializeToString(), 9))
+        for p, policy in enumerate(policies):
+            bar.update(1)
+            if (sc.scenario_id, policy) in done:
+                continue
+            ro = quantize_rollouts(policy_rollouts(scene, policy, args.n_rollout, seed=100 * k + p))
+            ro_file = f"rollouts/{sc.scenario_id}__{policy}.npz"
+            np.savez_compressed(out / ro_file, trajectories=ro.trajectories, agent_id=ro.agent_id)
+            t0 = time.time()
+            scores = official_scores(sc, ro)
+            entries.append({
+                "scenario_id": sc.scenario_id, "policy": policy, "scene_file": scene_file, "rollouts_file": ro_file,
+                "n_rollout": ro.n_rollout, "n_sim_agents": int(ro.n_agent), "official_seconds": round(time.time() - t0, 1),
+                "official": scores,
+            })
+            index_path.write_text(json.dumps(entries, indent=1))
+    bar.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

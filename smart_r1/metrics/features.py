@@ -96,14 +96,13 @@ def kinematics(pos: torch.Tensor, heading: torch.Tensor):
 
 
 def distance_to_nearest_object(
-    xy: torch.Tensor, heading: torch.Tensor, length: torch.Tensor, width: torch.Tensor, valid: torch.Tensor, n_eval: int, k: int = 4
+    xy: torch.Tensor, heading: torch.Tensor, length: torch.Tensor, width: torch.Tensor, valid: torch.Tensor, n_eval: int
 ) -> torch.Tensor:
     """Official `compute_distance_to_nearest_object` (2-D rounded boxes).
 
     xy [B, N, T, 2], heading [B, N, T], length/width [N], valid [B, N, T] -> [B, E, T]
-    Pruned exactly: per (rollout, agent, step) only the k others with the smallest lower bound
-    |dc| - R_a - R_b - shrinks are evaluated; rows whose (k+1)-th bound is not above the found
-    minimum are recomputed against every agent.
+    Pruned exactly: per (rollout, agent, step) only the others whose lower bound
+    |dc| - R_a - R_b - shrinks is within the best upper bound |dc| - shrinks are evaluated.
     """
     b, n, t, _ = xy.shape
     e = n_eval
@@ -124,30 +123,17 @@ def distance_to_nearest_object(
     inf = torch.tensor(float("inf"), device=xy.device)
     lb = torch.where(pair_ok, lb, inf)
 
-    def exact(rows_b, rows_e, rows_t, others):  # index tensors [M], others [M, K] -> [M, K]
-        ca = corners[rows_b, rows_e, rows_t]  # [M, 4, 2]
-        cb = corners[rows_b[:, None], others, rows_t[:, None]]  # [M, K, 4, 2]
-        d = box_signed_distance(ca[:, None], cb)  # [M, K]
-        d = d - shrink[rows_e][:, None] - shrink[others]
-        ok = pair_ok[rows_b[:, None], rows_e[:, None], others, rows_t[:, None]]
-        return torch.where(ok, d, torch.full_like(d, EXTREMELY_LARGE_DISTANCE))
-
-    kk = min(k, n)
-    lb_t = lb.permute(0, 1, 3, 2)  # [B, E, T, N]
-    vals, idx = torch.topk(lb_t, min(kk + 1, n), dim=-1, largest=False, sorted=True)  # [B, E, T, k+1]
-    gb, ge, gt = torch.meshgrid(
-        torch.arange(b, device=xy.device), torch.arange(e, device=xy.device), torch.arange(t, device=xy.device), indexing="ij"
-    )
-    fb, fe, ft = gb.reshape(-1), ge.reshape(-1), gt.reshape(-1)  # [M]
-    d = exact(fb, fe, ft, idx[..., :kk].reshape(-1, kk))  # [M, k]
-    best = d.amin(-1)  # [M]
-    if n > kk:
-        nxt = vals[..., kk].reshape(-1)  # [M]
-        bad = torch.nonzero(nxt < best)[:, 0]
-        if bad.numel():
-            allo = torch.arange(n, device=xy.device)[None].expand(bad.numel(), -1)
-            best[bad] = exact(fb[bad], fe[bad], ft[bad], allo).amin(-1)
-    best = best.reshape(b, e, t)
+    # Exact pruning: the core-to-core distance is at most the centre distance, so the minimum
+    # over others is <= ub = min(|dc| - shrinks); only pairs whose lower bound is <= ub can reach it.
+    ub = torch.where(pair_ok, centre_d - shrink[None, :e, None, None] - shrink[None, None, :, None], inf).amin(2, keepdim=True)  # [B, E, 1, T]
+    cand = pair_ok & (lb <= ub + 1e-4 * (1.0 + ub.abs()))  # [B, E, N, T]
+    pb, pe, pn, pt = torch.nonzero(cand, as_tuple=True)  # [P] each
+    ca = corners[pb, pe, pt]  # [P, 4, 2]
+    cb = corners[pb, pn, pt]  # [P, 4, 2]
+    d = box_signed_distance(ca, cb) - shrink[pe] - shrink[pn]  # [P]
+    row = (pb * e + pe) * t + pt  # [P]
+    best = torch.full((b * e * t,), EXTREMELY_LARGE_DISTANCE, dtype=d.dtype, device=xy.device)
+    best = best.scatter_reduce(0, row, d, "amin").reshape(b, e, t)
     best = torch.where(valid[:, :e], best, torch.full_like(best, EXTREMELY_LARGE_DISTANCE))
     return best.clamp(max=EXTREMELY_LARGE_DISTANCE)
 
@@ -232,13 +218,21 @@ def red_light_violation(xy: torch.Tensor, valid: torch.Tensor, ctx: MapContext, 
     behind = obj_rel < stop_rel
     ahead = obj_rel > stop_rel
     crossed = behind[:, :, :-1] & ahead[:, :, 1:]  # [B, E, T-1, J]
-    # Current lane of every agent state (official, non-geometric association).
-    cur_lane = lanes.nearest(xy[:, :, 1:].reshape(-1, 2))  # [B*E*(T-1)]
-    cur_lane_id = ctx.lane_ids[cur_lane].reshape(b, e, t - 1)
-    match = cur_lane_id[..., None] == ctx.signal_lane_id[None, None, None]  # [B, E, T-1, J]
     is_stop = (state[1:] == SIGNAL_STOP_STATES[0]) | (state[1:] == SIGNAL_STOP_STATES[1])  # [T-1, J]
-    viol = valid[:, :, 1:, None] & match & is_stop[None, None] & lane_valid[None, None, None] & crossed
-    return viol.any(-1)
+    cond = valid[:, :, 1:, None] & is_stop[None, None] & lane_valid[None, None, None] & crossed  # [B, E, T-1, J]
+    # The lane association is only needed where every other condition already holds (exact pruning).
+    need = cond.any(-1)  # [B, E, T-1]
+    out = torch.zeros(out_shape, dtype=torch.bool, device=xy.device)
+    rows = torch.nonzero(need)  # [M, 3]
+    if rows.shape[0] == 0:
+        return out
+    pts = xy[rows[:, 0], rows[:, 1], rows[:, 2] + 1]  # [M, 2]
+    # Current lane of these agent states (official, non-geometric association).
+    cur_lane_id = ctx.lane_ids[lanes.nearest(pts)]  # [M]
+    match = cur_lane_id[:, None] == ctx.signal_lane_id[None]  # [M, J]
+    hit = (match & cond[rows[:, 0], rows[:, 1], rows[:, 2]]).any(-1)  # [M]
+    out[rows[:, 0], rows[:, 1], rows[:, 2]] = hit
+    return out
 
 
 def compute_features(st: SceneTensors, ctx: MapContext) -> dict[str, torch.Tensor]:

@@ -176,6 +176,7 @@ class SegmentSet:
         lo = torch.minimum(self.start[:, :2], self.end[:, :2])
         hi = torch.maximum(self.start[:, :2], self.end[:, :2])
         self.bb_lo, self.bb_hi = lo, hi  # [n_seg, 2]
+        self.table = torch.cat([self.start, self.vec, dot2(v2, v2)[:, None]], -1).contiguous()  # [n_seg, 7]
 
 
 def _segment_distance_2d_to_points(c: torch.Tensor, segs: SegmentSet) -> torch.Tensor:
@@ -187,31 +188,53 @@ def _segment_distance_2d_to_points(c: torch.Tensor, segs: SegmentSet) -> torch.T
     return torch.linalg.vector_norm(ap - v * t[..., None], dim=-1)
 
 
-def _cell_candidates(points_xy: torch.Tensor, cell: float, lower_bound, upper_bound, margin: float):
-    """Grid-cell candidate lists for an exact argmin over segments.
+def _ragged_argmin(points_xy: torch.Tensor, cell: float, lower_bound, upper_bound, margin: float, value_fn, n_seg: int):
+    """Exact argmin over segments of `value_fn`, evaluated only on per-point candidates.
 
-    For every distinct cell holding a query point: `lower_bound(centres)` [n_cell, n_seg] is a
-    bound such that f(p, s) >= lb(c, s) - |p - c| for any point p; `upper_bound` [n_cell, n_seg]
-    is an estimate of f near c. Candidates of a cell: segments with lb <= threshold, where
-    threshold = min(ub) + 2 * half-diagonal + margin. Returns per-point candidate indices
-    [n_point, k] (-1 padded), and per-point `limit` = threshold - |p - c|: if the best candidate
-    value is <= limit, no other segment can be better (the caller falls back otherwise).
+    Grid cells of size `cell` (only the distinct cells holding query points). For a cell with
+    centre c, `lower_bound(centres)` [n_cell, n_seg] must satisfy f(p, s) >= lb(c, s) - |p - c|
+    for every point p; `upper_bound(centres, lb)` estimates f near c. The cell keeps the
+    segments with lb <= thr = min(ub) + 2 * half-diagonal + margin, sorted by lb. Each point
+    first evaluates the cell's lowest-lb segment (giving an upper bound U on its minimum), then
+    every cell candidate with lb <= U + |p - c|: any other segment has f > U, so the minimum is
+    exact. Points with U + |p - c| > thr (the cell list may be incomplete) are returned in `bad`
+    for the caller's dense fallback. Ties resolve to the smallest segment index (tf.argmin).
+
+    value_fn(point_rows [P], segments [P]) -> values [P].
+    Returns best segment [n_point], bad point rows [n_bad].
     """
+    device = points_xy.device
+    n_point = points_xy.shape[0]
     cells = torch.floor(points_xy / cell).to(torch.int64)  # [n_point, 2]
-    uniq, inverse = torch.unique(cells, dim=0, return_inverse=True)  # [n_cell, 2], [n_point]
-    centres = (uniq.to(torch.float32) + 0.5) * cell  # [n_cell, 2]
+    key = (cells[:, 0] - cells[:, 0].min()) * (int(cells[:, 1].max() - cells[:, 1].min()) + 1) + (cells[:, 1] - cells[:, 1].min())
+    uniq_key, inverse = torch.unique(key, return_inverse=True)  # [n_cell], [n_point]
+    first = torch.full((uniq_key.numel(),), n_point, dtype=torch.int64, device=device).scatter_reduce(
+        0, inverse, torch.arange(n_point, device=device), "amin"
+    )
+    centres = (cells[first].to(torch.float32) + 0.5) * cell  # [n_cell, 2]
     half_diag = cell * math.sqrt(0.5)
     lb = lower_bound(centres)  # [n_cell, n_seg]
-    ub = upper_bound(centres, lb)  # [n_cell, n_seg]
-    thr = ub.amin(-1) + 2 * half_diag + margin  # [n_cell]
+    thr = upper_bound(centres, lb).amin(-1) + 2 * half_diag + margin  # [n_cell]
     is_cand = lb <= thr[:, None]  # [n_cell, n_seg]
     k = int(is_cand.sum(-1).max().item())
-    # Sorted (ascending global index) candidate lists, -1 padded: keeps official argmin tie order.
-    key = torch.where(is_cand, torch.arange(lb.shape[1], device=lb.device)[None], lb.shape[1])  # [n_cell, n_seg]
-    cand = torch.topk(key, k, dim=-1, largest=False, sorted=True).values  # [n_cell, k]
-    cand = torch.where(cand == lb.shape[1], torch.full_like(cand, -1), cand)
-    limit = thr[inverse] - torch.linalg.vector_norm(points_xy - centres[inverse], dim=-1)  # [n_point]
-    return cand[inverse], limit
+    lb_c = torch.where(is_cand, lb, torch.full_like(lb, float("inf")))
+    sorted_lb, sorted_seg = torch.topk(lb_c, k, dim=-1, largest=False, sorted=True)  # [n_cell, k]
+    dist_pc = torch.linalg.vector_norm(points_xy - centres[inverse], dim=-1)  # [n_point]
+    rows = torch.arange(n_point, device=device)
+    upper = value_fn(rows, sorted_seg[inverse, 0])  # [n_point] U: value of the cell's lowest-lb segment
+    reach = upper + dist_pc  # [n_point]
+    reach = reach + 1e-4 * (1.0 + reach.abs())  # float32 slack: keep every possible tie
+    per_point = torch.searchsorted(sorted_lb[inverse], reach[:, None], right=True)[:, 0]  # [n_point]
+    bad = torch.nonzero(~(reach <= thr[inverse]))[:, 0]
+    point_of_pair = torch.repeat_interleave(rows, per_point)  # [P]
+    pair_start = torch.cumsum(per_point, 0) - per_point  # [n_point]
+    within = torch.arange(point_of_pair.numel(), device=device) - pair_start[point_of_pair]  # [P]
+    seg_of_pair = sorted_seg[inverse[point_of_pair], within]  # [P]
+    vals = value_fn(point_of_pair, seg_of_pair)  # [P]
+    best = torch.full((n_point,), float("inf"), device=device).scatter_reduce(0, point_of_pair, vals, "amin")
+    tie = torch.where(vals == best[point_of_pair], seg_of_pair, torch.full_like(seg_of_pair, n_seg))
+    seg = torch.full((n_point,), n_seg, dtype=torch.int64, device=device).scatter_reduce(0, point_of_pair, tie, "amin")
+    return seg.clamp(max=n_seg - 1), bad
 
 
 def _chunks(n: int, size: int):
@@ -225,24 +248,22 @@ class RoadEdgeDistance:
     the value is that segment's 2-D distance with the official sign rule (cross-product sign,
     convexity-dependent sign past segment ends, cyclic polylines)."""
 
-    def __init__(self, polylines: list[np.ndarray], device: torch.device, cell: float = 8.0, margin: float = 2.0):
+    def __init__(self, polylines: list[np.ndarray], device: torch.device, cell: float = 4.0, margin: float = 2.0):
         self.segs = SegmentSet(polylines, device, phantom_tail=False)
         self.cell = cell
         self.margin = margin
         self.n_fallback = 0  # points that needed the dense fallback in the last call
 
     def _d3(self, p: torch.Tensor, idx: torch.Tensor):
-        """Per-point distances to gathered segments. p [n, 3], idx [n, k] (valid) -> d3, d2, rel_t, stp"""
-        s = self.segs
-        a = s.start[idx]  # [n, k, 3]
-        v = s.vec[idx]  # [n, k, 3]
-        stp = p[:, None, :] - a  # [n, k, 3]
-        rel_t = divide_no_nan(dot2(stp[..., :2], v[..., :2]), dot2(v[..., :2], v[..., :2]))  # [n, k]
-        seg_to_p = stp - v * rel_t.clamp(0.0, 1.0)[..., None]  # [n, k, 3]
-        stretch = torch.tensor([1.0, 1.0, Z_STRETCH], dtype=p.dtype, device=p.device)
-        d3 = torch.linalg.vector_norm(seg_to_p * stretch, dim=-1)  # [n, k]
-        d2 = torch.linalg.vector_norm(seg_to_p[..., :2], dim=-1)  # [n, k]
-        return d3, d2, rel_t
+        """Distances of points p [..., 3] to segments idx [...] (broadcast) -> d3, d2, rel_t [...]"""
+        g = self.segs.table[idx]  # [..., 7]: start xyz, vec xyz, |vec_xy|^2
+        a, v = g[..., 0:3], g[..., 3:6]
+        stp = p - a  # [..., 3]
+        rel_t = divide_no_nan(dot2(stp, v), g[..., 6])  # [...] (2-D projection)
+        seg_to_p = stp - v * rel_t.clamp(0.0, 1.0)[..., None]  # [..., 3]
+        d2sq = seg_to_p[..., 0] ** 2 + seg_to_p[..., 1] ** 2
+        d3 = torch.sqrt(d2sq + (seg_to_p[..., 2] * Z_STRETCH) ** 2)  # z stretched x3 (official)
+        return d3, torch.sqrt(d2sq), rel_t
 
     def _sign_of(self, p: torch.Tensor, seg: torch.Tensor, rel_t: torch.Tensor) -> torch.Tensor:
         """Official sign for the chosen segment. p [n, 3], seg [n], rel_t [n] -> [n]"""
@@ -263,42 +284,26 @@ class RoadEdgeDistance:
         """Signed 2-D distance of points [n, 3] to the road edges (negative = on road). -> [n]"""
         s = self.segs
         n = points.shape[0]
-        out = torch.empty(n, dtype=points.dtype, device=points.device)
         if n == 0:
-            return out
-        xy = points[:, :2]
+            return torch.empty(0, dtype=points.dtype, device=points.device)
 
-        def lower(c):
-            return _segment_distance_2d_to_points(c, s)  # d3 >= d2 >= d2(c) - |p - c|
+        def lower(c):  # d3(p, s) >= d2(p, s) >= d2(c, s) - |p - c|
+            return _segment_distance_2d_to_points(c, s)
 
-        def upper(c, lb):
-            return lb
+        def value(rows, segs):
+            return self._d3(points[rows], segs)[0]
 
-        cand, limit = _cell_candidates(xy, self.cell, lower, upper, self.margin)  # [n, k], [n]
-        valid = cand >= 0
-        idx = cand.clamp(min=0)
-        d3, d2, rel_t = self._d3(points, idx)
-        d3 = torch.where(valid, d3, torch.full_like(d3, float("inf")))
-        best = d3.argmin(-1)  # [n] first minimum = smallest global index among ties
-        best_d3 = d3.gather(-1, best[:, None])[:, 0]
-        ok = best_d3 <= limit - 1e-3
-        seg = idx.gather(-1, best[:, None])[:, 0]  # [n]
-        dist = d2.gather(-1, best[:, None])[:, 0]
-        rt = rel_t.gather(-1, best[:, None])[:, 0]
-        bad = torch.nonzero(~ok)[:, 0]
+        seg, bad = _ragged_argmin(points[:, :2], self.cell, lower, lambda c, lb: lb, self.margin, value, s.n_seg)
         self.n_fallback = int(bad.numel())
         if bad.numel():
             # Exact dense fallback (e.g. over/under-passes where the z stretch changes the winner).
             all_idx = torch.arange(s.n_seg, device=points.device)
             for sl in _chunks(int(bad.numel()), max(1, 2_000_000 // max(1, s.n_seg))):
                 rows = bad[sl]
-                d3f, d2f, rtf = self._d3(points[rows], all_idx[None].expand(rows.numel(), -1))
-                b = d3f.argmin(-1)
-                seg[rows] = b
-                dist[rows] = d2f.gather(-1, b[:, None])[:, 0]
-                rt[rows] = rtf.gather(-1, b[:, None])[:, 0]
-        out = self._sign_of(points, seg, rt) * dist
-        return out
+                d3f = self._d3(points[rows][:, None, :], all_idx[None])[0]  # [n_rows, n_seg]
+                seg[rows] = d3f.argmin(-1)
+        _, dist, rel_t = self._d3(points, seg)
+        return self._sign_of(points, seg, rel_t) * dist
 
 
 class LaneAssociation:
@@ -312,49 +317,41 @@ class LaneAssociation:
     nearest lane); we match the official choice, not geometry.
     """
 
-    def __init__(self, polylines: list[np.ndarray], device: torch.device, cell: float = 8.0, margin: float = 2.0):
+    def __init__(self, polylines: list[np.ndarray], device: torch.device, cell: float = 4.0, margin: float = 2.0):
         self.segs = SegmentSet(polylines, device, phantom_tail=True)
         self.cell = cell
         self.margin = margin
 
     def quirky_distance(self, p: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        """p [n, 2], idx [n, k] -> [n, k]: |stp + clip(t) * (end - start)| (official, sic)."""
-        s = self.segs
-        a = s.start[idx][..., :2]  # [n, k, 2]
-        v = s.vec[idx][..., :2]  # [n, k, 2]
-        stp = p[:, None, :] - a
-        t = divide_no_nan(dot2(stp, v), dot2(v, v)).clamp(0.0, 1.0)
+        """p [..., 2], idx [...] (broadcast) -> |stp + clip(t) * (end - start)| (official, sic)."""
+        g = self.segs.table[idx]  # [..., 7]
+        a, v = g[..., 0:2], g[..., 3:5]
+        stp = p - a
+        t = divide_no_nan(dot2(stp, v), g[..., 6]).clamp(0.0, 1.0)
         return torch.linalg.vector_norm(stp + v * t[..., None], dim=-1)
 
     def nearest(self, xy: torch.Tensor) -> torch.Tensor:
         """Index (into the kept polylines) of the official "nearest" lane of points [n, 2]. -> [n]"""
         s = self.segs
-        n = xy.shape[0]
-        if n == 0:
+        if xy.shape[0] == 0:
             return torch.zeros(0, dtype=torch.int64, device=xy.device)
         start2 = s.start[:, :2]
 
         def lower(c):  # f(p, s) >= |p - start_s| >= |c - start_s| - |p - c|
             return torch.cdist(c, start2)
 
-        def upper(c, lb):  # f(p, s) <= |p - start| + |v| <= lb + half_diag + |v|
+        def upper(c, lb):  # f(p, s) <= |p - start_s| + |v_s|
             return lb + s.len2d[None]
 
-        cand, limit = _cell_candidates(xy, self.cell, lower, upper, self.margin)
-        valid = cand >= 0
-        idx = cand.clamp(min=0)
-        d = self.quirky_distance(xy, idx)
-        d = torch.where(valid, d, torch.full_like(d, float("inf")))
-        best = d.argmin(-1)
-        best_d = d.gather(-1, best[:, None])[:, 0]
-        seg = idx.gather(-1, best[:, None])[:, 0]
-        bad = torch.nonzero(~(best_d <= limit - 1e-3))[:, 0]
+        def value(rows, segs):
+            return self.quirky_distance(xy[rows], segs)
+
+        seg, bad = _ragged_argmin(xy, self.cell, lower, upper, self.margin, value, s.n_seg)
         if bad.numel():
             all_idx = torch.arange(s.n_seg, device=xy.device)
             for sl in _chunks(int(bad.numel()), max(1, 2_000_000 // max(1, s.n_seg))):
                 rows = bad[sl]
-                df = self.quirky_distance(xy[rows], all_idx[None].expand(rows.numel(), -1))
-                seg[rows] = df.argmin(-1)
+                seg[rows] = self.quirky_distance(xy[rows][:, None, :], all_idx[None]).argmin(-1)
         return s.poly[seg]
 
     def nearest_segment_in_lane(self, xy: torch.Tensor, lane: torch.Tensor) -> torch.Tensor:
@@ -371,6 +368,6 @@ class LaneAssociation:
         local = torch.arange(width, device=xy.device)[None]  # [1, width]
         idx = first[lane][:, None] + local  # [n, width]
         ok = local < counts[lane][:, None]
-        d = self.quirky_distance(xy, idx.clamp(max=s.n_seg - 1))
+        d = self.quirky_distance(xy[:, None, :], idx.clamp(max=s.n_seg - 1))
         d = torch.where(ok, d, torch.full_like(d, float("inf")))
         return idx.gather(-1, d.argmin(-1)[:, None])[:, 0]
