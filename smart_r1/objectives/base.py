@@ -105,16 +105,36 @@ def gather_logprob(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
 
 
 def run_rollout(model, batch, n_rollout: int, sampler: str, sampler_params: dict, generator: torch.Generator | None):
-    """Closed-loop rollout through the simulator API (`smart_r1.sim.rollout`), no grad."""
+    """Closed-loop rollout through the simulator API (`smart_r1.sim.rollout`), no grad.
+
+    The simulator seeds each rollout's own stream from one integer; it is drawn from
+    `generator`, so the rollouts are a pure function of the caller's generator state.
+    """
+    import inspect
+
     from smart_r1.sim import rollout as rollout_fn  # late import: the sim package is optional for BC
 
+    g = generator if generator is not None else torch.Generator().manual_seed(0)
+    seed = int(torch.randint(0, 2**62, (1,), generator=g))
+    params = inspect.signature(rollout_fn).parameters
+    kwargs = {"n_rollout": n_rollout, "sampler": sampler}
+    if "return_logprobs" in params:
+        kwargs["return_logprobs"] = True
+    if "sampler_kwargs" in params:
+        kwargs["sampler_kwargs"] = dict(sampler_params)
+    else:
+        from smart_r1.sim.samplers import get_sampler
+
+        kwargs["sampler"] = get_sampler(sampler, **sampler_params)
+    if "seed" in params:
+        kwargs["seed"] = seed
+    else:
+        kwargs["generator"] = torch.Generator().manual_seed(seed)
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            return rollout_fn(
-                model, batch, n_rollout=n_rollout, sampler=sampler, generator=generator, return_logprobs=True, **sampler_params
-            )
+            return rollout_fn(model, batch, **kwargs)
     finally:
         model.train(was_training)
 
@@ -125,8 +145,15 @@ def rollout_batch_inputs(batch, rb, r: int):
 
 
 def rollout_logits(model, batch, rb) -> torch.Tensor:
-    """Teacher-forced logits of every rollout: [R, n_agent, 18, V] (with grad if enabled)."""
-    return torch.stack([model(rollout_batch_inputs(batch, rb, r)) for r in range(rb.token_index.shape[0])])
+    """Teacher-forced logits of every rollout: [R, n_agent, 18, V] (with grad if enabled).
+
+    All rollouts in one forward pass (`RolloutBatch.stacked_batch`: rollout r's copy of scene s
+    is its own scene, so nothing leaks between rollouts)."""
+    R = rb.token_index.shape[0]
+    if hasattr(rb, "stacked_batch"):
+        logits = model(rb.stacked_batch())  # [R * n_agent, 18, V]
+        return logits.reshape(R, batch.n_agent, *logits.shape[1:])
+    return torch.stack([model(rollout_batch_inputs(batch, rb, r)) for r in range(R)])
 
 
 def rollout_future_logprobs(model, batch, rb) -> torch.Tensor:
@@ -312,7 +339,8 @@ class RLObjective(Objective):
     ):
         self.n_rollout = int(n_rollout)
         self.sampler = sampler
-        self.sampler_params = dict(sampler_params or {})
+        # Default top-5, the evaluation sampler: RFT optimises the behaviour that is scored.
+        self.sampler_params = dict(sampler_params if sampler_params is not None else {"k": 5})
         self.backend_name = backend
         self.backend_params = dict(backend_params or {})
         get_reward_mode(reward)  # fail early, naming the mode

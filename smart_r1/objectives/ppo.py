@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from smart_r1.objectives.base import RLObjective, rollout_batch_inputs, gather_logprob
+from smart_r1.objectives.base import RLObjective, future_token_mask, rollout_future_logprobs
 from smart_r1.objectives.losses import gae, masked_mean, ppo_loss
 from smart_r1.objectives.registry import register_objective
 from smart_r1.tokens.tokenized_scene import CURRENT_ANCHOR, N_FUTURE_TOKEN, N_HISTORY_TOKEN
@@ -92,12 +92,7 @@ class PPO(RLObjective):
     def loss(self, policy, experience, reference=None):
         rb = experience.rollout
         batch = experience.inputs.batch
-        logp_list = [
-            gather_logprob(policy(rollout_batch_inputs(batch, rb, r))[:, N_HISTORY_TOKEN:], rb.token_index[r, :, N_HISTORY_TOKEN:])
-            for r in range(rb.token_index.shape[0])
-        ]
-        logp = torch.stack(logp_list)  # [R, n_agent, 16]
-        from smart_r1.objectives.base import future_token_mask, rollout_future_logprobs
+        logp = rollout_future_logprobs(policy, batch, rb)  # [R, n_agent, 16]
 
         mask = future_token_mask(rb, experience.inputs.train_mask)  # [R, n_agent, 16]
         logp_ref = None

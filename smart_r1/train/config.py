@@ -80,7 +80,7 @@ class EvalConfig:
     n_scenes: int = 16  # held-out scenes used per evaluation (<= data.synthetic.n_val_scenes)
     n_rollout: int = 8
     sampler: str = "topk"
-    sampler_params: dict = field(default_factory=lambda: {"top_k": 5})
+    sampler_params: dict = field(default_factory=lambda: {"k": 5})
     backend: str = "fast"
     after_each_stage: bool = True
     batch_size: int = 4

@@ -1,0 +1,207 @@
+"""The paper-tables experiment (SMART-R1 tables 3-6) on the synthetic benchmark.
+
+    .venv/bin/python -m experiments.paper_tables --config configs/cpu_demo.yaml --seeds 0 1 2 \
+        --out .smart_r1_runs/paper_tables --write-docs docs/results.md
+
+Per training seed (the data and the held-out split are fixed by `data.synthetic.seed`):
+
+1. `base`: stages [bc, sft1] of the config -> rows "BC" (base) and "BC+SFT";
+2. branches that start from the sft1 checkpoint (`init_from`):
+   - `sft_sft`  [sft2]            -> "BC+SFT+SFT"
+   - `rft_mpo`  [rft(mpo), sft2]  -> "BC+SFT+RFT", "BC+SFT+RFT+SFT" (and MPO / alpha=c / beta=0.04 rows)
+   - `rft_grpo`, `rft_dpo`, `rft_ppo` [rft(method)] -> table 4
+   - `alpha_lo`, `alpha_hi` [rft(mpo, alpha = c -+ delta)] -> table 5 (c = calibrated mean reward)
+   - `beta_0.004`, `beta_0.4` [rft(mpo, beta)] -> table 6
+Every run evaluates on the same held-out scenes with the same rollout seed. Results are
+aggregated as mean +- std over seeds. Finished runs are skipped on re-run (their
+`evaluation.json` is read back), so the script can be interrupted and continued.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from smart_r1.metrics.base import GROUPS, LIKELIHOOD_FIELDS
+from smart_r1.train.config import config_from_dict, load_config, resolved_dict
+from smart_r1.train.pipeline import prepare_data, run_pipeline
+
+MAIN_COLS = [("metametric", "realism meta ↑"), ("kinematic_metrics", "kinematic ↑"), ("interactive_metrics", "interactive ↑"),
+             ("map_based_metrics", "map ↑"), ("min_average_displacement_error", "minADE ↓"),
+             ("guard/distance_ratio", "dist. / log"), ("guard/frozen_fraction", "frozen")]
+SUB_COLS = [(k, k.replace("_likelihood", "").replace("_", " ")) for k in LIKELIHOOD_FIELDS]
+
+
+def _stage(raw: dict, name: str) -> dict:
+    for s in raw["stages"]:
+        if s["name"] == name:
+            return copy.deepcopy(s)
+    raise KeyError(f"config has no stage {name!r} (needs bc, sft1, rft, sft2)")
+
+
+def branches(raw: dict, alpha_delta: float) -> dict[str, list[dict]]:
+    rft = _stage(raw, "rft")
+    sft2 = _stage(raw, "sft2")
+    common = {k: v for k, v in rft["params"].items() if k in ("n_rollout", "sampler", "sampler_params", "backend", "reward")}
+
+    def rft_with(objective: str, **params):
+        s = copy.deepcopy(rft)
+        s["objective"] = objective
+        s["params"] = dict(common, **params) if objective != "mpo" else dict(rft["params"], **params)
+        return s
+
+    return {
+        "sft_sft": [sft2],
+        "rft_mpo": [rft, sft2],
+        "rft_grpo": [rft_with("grpo", beta=rft["params"].get("beta", 0.04))],
+        "rft_dpo": [rft_with("dpo")],
+        "rft_ppo": [rft_with("ppo")],
+        "alpha_lo": [rft_with("mpo", alpha="calibrate", alpha_offset=-alpha_delta)],
+        "alpha_hi": [rft_with("mpo", alpha="calibrate", alpha_offset=alpha_delta)],
+        "beta_0.004": [rft_with("mpo", beta=0.004)],
+        "beta_0.4": [rft_with("mpo", beta=0.4)],
+    }
+
+
+def run_one(raw: dict, stages: list[dict], out: Path, data, init_from: str | None, log) -> dict:
+    done = out / "evaluation.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    r = copy.deepcopy(raw)
+    r["stages"] = stages
+    r["output_dir"] = str(out)
+    r["init_from"] = init_from
+    r["progress"] = False
+    r["tracking"] = {"enabled": False}
+    cfg = config_from_dict(r, str(out))
+    t0 = time.perf_counter()
+    res = run_pipeline(cfg, data=data, resume=True)
+    log(f"  {out.name}: {time.perf_counter() - t0:.0f} s, " + ", ".join(
+        f"{k}: meta {v.get('metametric', float('nan')):.4f} minADE {v.get('min_average_displacement_error', float('nan')):.3f}"
+        for k, v in res.evaluations.items()))
+    return res.evaluations
+
+
+def rows_for_seed(results: dict[str, dict]) -> dict[str, dict[str, dict]]:
+    """Map runs/stages to the table rows of the paper."""
+    base, mpo = results["base"], results["rft_mpo"]
+    t = {
+        "table3": {
+            "BC (base)": base["bc"],
+            "BC + SFT": base["sft1"],
+            "BC + SFT + SFT": results["sft_sft"]["sft2"],
+            "BC + SFT + RFT": mpo["rft"],
+            "BC + SFT + RFT + SFT": mpo["sft2"],
+        },
+        "table4": {
+            "SFT (no RFT)": base["sft1"],
+            "w/ PPO": results["rft_ppo"]["rft"],
+            "w/ DPO": results["rft_dpo"]["rft"],
+            "w/ GRPO": results["rft_grpo"]["rft"],
+            "w/ MPO": mpo["rft"],
+        },
+        "table5": {
+            "alpha = c - d": results["alpha_lo"]["rft"],
+            "alpha = c": mpo["rft"],
+            "alpha = c + d": results["alpha_hi"]["rft"],
+        },
+        "table6": {
+            "beta = 0.004": results["beta_0.004"]["rft"],
+            "beta = 0.04": mpo["rft"],
+            "beta = 0.4": results["beta_0.4"]["rft"],
+        },
+    }
+    return t
+
+
+def _fmt(values: list[float]) -> str:
+    v = np.asarray(values, float)
+    if len(v) == 1:
+        return f"{v[0]:.4f}"
+    return f"{v.mean():.4f} ± {v.std(ddof=1):.4f}"
+
+
+def markdown_tables(per_seed: list[dict[str, dict[str, dict]]], titles: dict[str, str]) -> str:
+    lines = []
+    for table, title in titles.items():
+        rows = per_seed[0][table].keys()
+        for cols, suffix in ((MAIN_COLS, ""), (SUB_COLS, " — sub-metrics")):
+            lines.append(f"### {title}{suffix}\n")
+            lines.append("| | " + " | ".join(c for _, c in cols) + " |")
+            lines.append("|---|" + "---|" * len(cols))
+            for row in rows:
+                cells = [_fmt([s[table][row].get(k, float("nan")) for s in per_seed]) for k, _ in cols]
+                lines.append(f"| {row} | " + " | ".join(cells) + " |")
+            lines.append("")
+    return "\n".join(lines)
+
+
+TITLES = {
+    "table3": "Table 3 — post-training schedule",
+    "table4": "Table 4 — RFT method",
+    "table5": "Table 5 — MPO threshold alpha (c = calibrated mean reward of the SFT policy)",
+    "table6": "Table 6 — KL coefficient beta",
+}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default="configs/cpu_demo.yaml")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--out", default=".smart_r1_runs/paper_tables")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], help="config override key=value")
+    ap.add_argument("--alpha-delta", type=float, default=0.01, help="alpha sweep: c - d, c, c + d")
+    ap.add_argument("--only", nargs="*", default=None, help="branch names to run (default all)")
+    ap.add_argument("--write-docs", default=None, help="write the tables (markdown) to this file")
+    args = ap.parse_args(argv)
+
+    cfg = load_config(args.config, args.overrides)
+    raw = resolved_dict(cfg)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    logf = open(out / "log.txt", "a")
+
+    def log(msg: str) -> None:
+        print(msg, flush=True)
+        logf.write(msg + "\n")
+        logf.flush()
+
+    t_all = time.perf_counter()
+    data = prepare_data(cfg, out / "data")
+    log(f"data: {len(data.train)} train / {len(data.val)} held-out scenes, vocab {data.vocab.vocab_id}")
+    per_seed, all_results = [], {}
+    for seed in args.seeds:
+        raw_s = copy.deepcopy(raw)
+        raw_s["seed"] = seed
+        sd = out / f"seed{seed}"
+        log(f"seed {seed}")
+        results = {"base": run_one(raw_s, [_stage(raw, "bc"), _stage(raw, "sft1")], sd / "base", data, None, log)}
+        init = str(sd / "base" / "checkpoints" / "01_sft1.pt")
+        for name, stages in branches(raw, args.alpha_delta).items():
+            if args.only and name not in args.only:
+                continue
+            results[name] = run_one(raw_s, stages, sd / name, data, init, log)
+        all_results[seed] = results
+        (out / "results.json").write_text(json.dumps(all_results, indent=1))
+        try:
+            per_seed.append(rows_for_seed(results))
+        except KeyError as err:
+            log(f"seed {seed}: incomplete branches ({err}); tables skipped")
+    log(f"total {time.perf_counter() - t_all:.0f} s")
+    if per_seed:
+        md = markdown_tables(per_seed, TITLES)
+        (out / "tables.md").write_text(md)
+        print(md)
+        if args.write_docs:
+            Path(args.write_docs).write_text(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
