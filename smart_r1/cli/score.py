@@ -28,7 +28,7 @@ def register(subparsers) -> None:
     )
     p.add_argument("--scenes", required=True, nargs="+", help="Scenario TFRecord files: paths, globs, directories")
     p.add_argument("--submission", required=True, help="submission: .binproto, shard glob, directory of shards or .tar.gz")
-    p.add_argument("--backend", default="official", help="metric backend: official (waymo_open_dataset) or fast (torch)")
+    p.add_argument("--backend", default="official", choices=("official", "fast"), help="metric backend: official (waymo_open_dataset) or fast (torch)")
     p.add_argument("--config-year", type=int, default=2025, choices=(2025, 2024), help="challenge config (weights)")
     p.add_argument("--json", dest="json_out", default=None, help="write per-scene and aggregate results here")
     p.add_argument("--format", default="markdown", choices=("markdown", "rich"), help="table style")

@@ -7,6 +7,7 @@ numbers. Results are pinned in tests/fixtures/metrics/official_small_scene.json
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -121,6 +122,25 @@ def test_official_in_process_matches_worker(real_scenario_path, real_submission_
     )
     assert out.returncode == 0, out.stderr[-3000:]
     got = json.loads(out.stdout.split("RESULT", 1)[1])
+    stored = json.loads(FIXTURE.read_text())["results"]["noisy"]
+    for key in KEYS + RATES:
+        assert got[key] == pytest.approx(stored[key], abs=1e-6), key
+
+
+@pytest.mark.slow
+@pytest.mark.official
+@pytest.mark.timeout(300)
+@pytest.mark.skipif(
+    importlib.util.find_spec("smart_r1.data.convert") is None, reason="smart_r1.data.convert not on this branch yet"
+)
+def test_official_from_scene_matches_proto(real_scenario_path, real_submission_path):
+    """Scene in (Scenario rebuilt by smart_r1.data.convert.scene_to_scenario) = proto in."""
+    from smart_r1.data.convert import scenario_to_scene
+
+    small, noisy, _ = small_case(real_scenario_path, real_submission_path)
+    scene = scenario_to_scene(small)
+    with OfficialBackend(n_rollouts=None) as backend:
+        got = backend.score(scene, noisy).as_flat_dict()
     stored = json.loads(FIXTURE.read_text())["results"]["noisy"]
     for key in KEYS + RATES:
         assert got[key] == pytest.approx(stored[key], abs=1e-6), key
