@@ -141,7 +141,7 @@ def straight_segment(config: MapConfig) -> np.ndarray:
 def parametric_map_vocab(config: MapConfig) -> np.ndarray:
     """Data-free segment vocabulary: arcs over a grid of lengths x curvatures.  [vocab_size, n_points, 2]"""
     n_len = 8
-    n_curv = max(1, config.vocab_size // n_len)
+    n_curv = max(1, -(-(config.vocab_size - 1) // n_len))
     lengths = np.linspace(0.2, 1.5, n_len) * config.segment_length  # [n_len]
     curv = np.tanh(np.linspace(-2.5, 2.5, n_curv)) * 0.3  # [n_curv] 1/m
     out = [straight_segment(config)]

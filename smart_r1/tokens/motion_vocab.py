@@ -10,7 +10,9 @@ Build (`build_motion_vocab(scenes, config)`), per type:
 1. Samples: every window of 6 consecutive valid logged steps (anchor + 5) of every agent of the
    type, headings de-flipped (`fix_heading_flips`), implausible windows dropped (per-step
    displacement / yaw caps), uniformly sub-sampled (seeded, streaming) to `config.samples`.
-2. Too few samples (< `config.min_samples`): fill with synthetic, kinematically plausible
+2. Synthetic motions: `synthetic_fraction` x n_real always (so the vocabulary covers plausible
+   motions the build data lacks, e.g. highway speeds in synthetic scenes), and more when the
+   type has too few samples (< `config.min_samples`): fill with synthetic, kinematically plausible
    motions (`synthetic_motions`: constant-curvature arcs with constant acceleration over a
    range of speeds; pedestrians: constant-velocity walks in any direction relative to the
    heading with a slow heading drift), up to `min_samples`. Counts are recorded.
@@ -66,6 +68,7 @@ class VocabConfig:
     tolerance: float = 0.05  # k-disks radius, metres of mean corner distance (starting value)
     samples: int = 50_000  # max data samples per type (uniform sub-sample)
     min_samples: int = 8_192  # below this, synthetic motions fill up to it
+    synthetic_fraction: float = 0.1  # always add this many synthetic motions per real sample (coverage beyond the data)
     seed: int = 0
     adapt_tolerance: bool = True
     min_tolerance: float = 0.01  # the search never goes below this (redundant data: fill instead)
@@ -163,7 +166,7 @@ def synthetic_motions(agent_type: int, n: int, seed: int = 0) -> np.ndarray:
     t = np.arange(1, STEPS_PER_TOKEN + 1) * 0.1  # [5]
     name = TYPE_NAMES[vocab_type(agent_type)]
     if name == "pedestrian":
-        speed = rng.uniform(0.0, 3.0, n)  # [n]
+        speed = rng.uniform(0.0, 3.5, n)  # [n]
         speed[rng.random(n) < 0.2] *= 0.05
         phi = np.where(rng.random(n) < 0.7, rng.normal(0.0, 0.3, n), rng.uniform(-math.pi, math.pi, n))  # [n]
         omega = rng.normal(0.0, 0.5, n)  # [n]
@@ -171,7 +174,7 @@ def synthetic_motions(agent_type: int, n: int, seed: int = 0) -> np.ndarray:
         y = speed[:, None] * np.sin(phi)[:, None] * t  # [n, 5]
         h = omega[:, None] * t  # [n, 5]
         return np.stack([x, y, wrap_angle(h)], -1).astype(np.float32)
-    vmax, amax, kmax, lat = (25.0, 5.0, 0.2, 4.0) if name == "vehicle" else (10.0, 3.0, 0.4, 3.0)
+    vmax, amax, kmax, lat = (35.0, 5.0, 0.2, 4.0) if name == "vehicle" else (12.0, 3.0, 0.4, 3.0)
     v0 = rng.uniform(0.0, vmax, n)  # [n]
     v0[rng.random(n) < 0.2] *= 0.05
     if name == "vehicle":
@@ -523,7 +526,7 @@ def build_motion_vocab(scenes: Iterable[Scene], config: VocabConfig | None = Non
     for t in VOCAB_TYPES:
         t0 = time.perf_counter()
         real = pool[t][1]  # [n_real, 5, 3]
-        n_syn = max(0, config.min_samples - real.shape[0])
+        n_syn = max(0, config.min_samples - real.shape[0], int(math.ceil(config.synthetic_fraction * real.shape[0])))
         syn = synthetic_motions(t, n_syn, config.seed) if n_syn else np.zeros((0, STEPS_PER_TOKEN, 3), np.float32)
         samples = np.concatenate([real, syn]).astype(np.float32)  # [n, 5, 3]
         x = _flat_corners(samples, t)  # [n, 20, 2]

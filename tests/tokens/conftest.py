@@ -10,7 +10,7 @@ from .helpers import random_scene
 
 # Small but real: k-disks with the tolerance search, synthetic fill, map vocabulary.
 SMALL_CONFIG = dict(size=128, samples=2000, min_samples=4000, seed=0, max_tolerance_steps=5, map={"vocab_size": 64, "samples": 3000})
-REAL_CONFIG = dict(size=512, samples=20000, min_samples=3000, seed=0, max_tolerance_steps=5, map={"vocab_size": 128, "samples": 5000})
+SYNTH_CONFIG = dict(size=512, samples=6000, min_samples=3000, seed=0, max_tolerance_steps=4, map={"vocab_size": 128, "samples": 5000})
 
 
 @pytest.fixture(scope="session")
@@ -33,6 +33,8 @@ def small_vocab(synthetic_scenes):
 
 
 @pytest.fixture(scope="session")
-def real_vocab(real_scene):
-    """512-token vocabulary from the real scene (+ synthetic fill for the rare types)."""
-    return build_motion_vocab([real_scene], VocabConfig(**REAL_CONFIG), progress=False)
+def synth_vocab():
+    """512-token vocabulary from 10 generated synthetic scenes (smart_r1.data.synth, in memory)."""
+    from smart_r1.tokens._scene_loader import synthetic_scenes
+
+    return build_motion_vocab(synthetic_scenes(10, seed=0), VocabConfig(**SYNTH_CONFIG), progress=False)

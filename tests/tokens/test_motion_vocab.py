@@ -102,7 +102,7 @@ def test_fix_heading_flips():
 
 
 def test_synthetic_motions_plausible():
-    for t, vmax in ((1, 28.0), (2, 3.2), (3, 11.0)):
+    for t, vmax in ((1, 38.0), (2, 3.7), (3, 13.0)):
         m = synthetic_motions(t, 2000, seed=0)  # [2000, 5, 3]
         assert np.isfinite(m).all()
         step = np.linalg.norm(np.diff(np.concatenate([np.zeros((2000, 1, 3)), m], 1)[..., :2], axis=1), axis=-1)

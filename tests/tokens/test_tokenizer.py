@@ -106,16 +106,22 @@ def test_reconstruct_trajectories(small_vocab):
 
 
 @pytest.mark.slow
-def test_real_scene_reconstruction(real_scene, real_vocab):
-    """A 512-token vocabulary from the shared real scene (rare types filled with synthetic motions)."""
-    ts = Tokenizer(real_vocab).tokenize(real_scene)
-    err = reconstruction_error(real_scene, ts, real_vocab)
+def test_real_scene_with_synthetic_vocab(real_scene, synth_vocab):
+    """A 512-token vocabulary built from synthetic scenes tokenizes the shared real scene.
+
+    Measured (2-core shared box): vehicle corner error at anchors 0.051 m (pos 0.046 m),
+    pedestrian 0.115 m (two pedestrians with 90-degree heading jumps in the log), cyclist 0.054 m.
+    """
+    assert synth_vocab.meta["n_scenes"] == 10
+    ts = Tokenizer(synth_vocab).tokenize(real_scene)
+    err = reconstruction_error(real_scene, ts, synth_vocab)
     print(err)
     assert err["vehicle"]["n_tokens"] > 500
-    assert err["vehicle"]["corner_anchor_mean"] < 0.1  # measured ~0.04-0.05 m
+    assert err["vehicle"]["corner_anchor_mean"] < 0.1
     assert err["vehicle"]["pos_anchor_mean"] < 0.1
-    assert err["pedestrian"]["corner_anchor_mean"] < 0.2  # measured ~0.08-0.09 m
-    assert err["cyclist"]["corner_anchor_mean"] < 0.2
+    assert err["vehicle"]["corner_step_mean"] < 0.12
+    assert err["pedestrian"]["corner_anchor_mean"] < 0.25
+    assert err["cyclist"]["corner_anchor_mean"] < 0.15
     assert ts.sim_mask.sum() == 50
     sim = ts.sim_mask
     assert ts.anchor_valid[sim, 2].all()  # every sim agent has a current anchor
