@@ -1,0 +1,185 @@
+"""Distributed training driver: `run_distributed(cfg, resume)` (what `smart-r1 train --ray` calls).
+
+    python -m learner.driver --config configs/cpu_demo.yaml [--resume] [--address auto] [--set k=v ...]
+
+1. Ray: connect to `address` (`auto` inside `ray job submit`, or `RAY_ADDRESS`), else start a
+   private local instance (never attaches to another user's cluster by accident).
+2. MLflow: the configured URI (`tracking.uri` / `MLFLOW_TRACKING_URI`), else a local server is
+   started (sqlite, `--workers 1`, job execution off) and stopped at the end; the dashboard URL
+   is printed. On `--resume` the MLflow run id stored in the last checkpoint is reused, so the
+   resumed job continues the same run. Params: the resolved config + git commit; tags: mode,
+   Ray address; artifacts: checkpoints (by the training loop), vocabulary, evaluation table;
+   the final model is registered in the model registry.
+3. The library pipeline (`smart_r1.train.pipeline.run_pipeline`) runs unchanged in this
+   process (the learner); RL stages' experience collection is distributed over rollout actors
+   and the scorer pool (`learner.smart_collect`). Runtime sizes come from the `runtime:`
+   section of the YAML (read here, stripped before the library parses the config), the
+   `runtime` argument, or `SMART_R1_RUNTIME` (JSON); see `learner.runtime.RuntimeConfig`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def _git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                              cwd=Path(__file__).resolve().parents[1]).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def connect_ray(address: str | None = None, num_cpus: int | None = None, object_store_bytes: int = 500_000_000) -> bool:
+    """Connect to / start Ray. Returns True when this call started a private local instance."""
+    import ray
+
+    for k, v in (("RAY_USAGE_STATS_ENABLED", "0"), ("MLFLOW_DISABLE_TELEMETRY", "true")):
+        os.environ.setdefault(k, v)
+    if ray.is_initialized():
+        return False
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=True)
+        return False
+    # A private instance: an in-process cluster has no remote clients, auth adds nothing.
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), object_store_memory=object_store_bytes,
+             include_dashboard=False)
+    return True
+
+
+def split_runtime_section(raw: dict) -> tuple[dict, dict]:
+    raw = dict(raw)
+    return raw, dict(raw.pop("runtime", None) or {})
+
+
+def load_config_with_runtime(path: str, overrides: list[str] | None = None):
+    """(TrainConfig, runtime dict): the `runtime:` section is ours, the rest the library's."""
+    from smart_r1.train.config import apply_overrides, config_from_dict, load_yaml
+
+    raw, runtime = split_runtime_section(load_yaml(path))
+    lib_over = [o for o in (overrides or []) if not o.startswith("runtime.")]
+    rt_over = [o[len("runtime."):] for o in (overrides or []) if o.startswith("runtime.")]
+    runtime = apply_overrides(runtime, rt_over)
+    return config_from_dict(apply_overrides(raw, lib_over), str(path)), runtime
+
+
+@contextlib.contextmanager
+def _distributed_objectives(collector):
+    """Inside: the training loop's `get_objective` returns objectives whose RL `collect` is
+    distributed by `collector` (everything else is the library object itself)."""
+    import smart_r1.train.loop as loop
+
+    original = loop.get_objective
+
+    def get_objective(name, **params):
+        return collector.wrap(original(name, **params))
+
+    loop.get_objective = get_objective
+    try:
+        yield
+    finally:
+        loop.get_objective = original
+
+
+def run_distributed(cfg, resume: bool = False, address: str | None = None, runtime: dict | None = None,
+                    out_dir: str | None = None, stop_after_steps: int | None = None) -> Any:
+    """Run the config's stage schedule on Ray with MLflow tracking. Returns the library `TrainResult`."""
+    import ray
+
+    from learner.runtime import RuntimeConfig
+    from learner.smart_collect import DistributedCollector
+    from smart_r1.mlflow_server import ensure_tracking_uri
+    from smart_r1.tracking import make_tracker
+    from smart_r1.train.checkpoint import Checkpoint, last_checkpoint
+    from smart_r1.train.config import resolved_dict
+    from smart_r1.train.pipeline import prepare_data, run_pipeline
+
+    if out_dir:
+        cfg.output_dir = str(out_dir)
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rt_dict = dict(json.loads(os.environ["SMART_R1_RUNTIME"]) if os.environ.get("SMART_R1_RUNTIME") else {})
+    rt_dict.update(runtime or {})
+    rt_cfg = RuntimeConfig.from_dict(rt_dict)
+
+    started_ray = connect_ray(address)
+    server = None
+    tracker = None
+    collector = None
+    try:
+        # ---- tracking
+        if cfg.tracking.enabled:
+            uri, server = ensure_tracking_uri({"tracking": {"uri": cfg.tracking.uri}}, root=out / "mlflow")
+            cfg.tracking.uri = uri
+            run_id = None
+            if resume:
+                p = last_checkpoint(out)
+                run_id = Checkpoint.load(p).mlflow_run_id if p else None
+            tracker = make_tracker({"tracking": resolved_dict(cfg)["tracking"]}, run_name=cfg.tracking.run_name,
+                                   run_id=run_id, buffer_dir=out / "tracking_buffer")
+            tracker.log_params({"git_commit": _git_commit(), **{f"runtime.{k}": v for k, v in rt_dict.items()}})
+            tracker.set_tags({"mode": "ray", "ray.address": str(ray.get_runtime_context().gcs_address),
+                              "resumed": str(bool(resume and run_id))})
+            print(f"MLflow dashboard: {uri}  (experiment {cfg.tracking.experiment!r})", flush=True)
+        # ---- data (once, in the learner) and the actors
+        data = prepare_data(cfg, out)
+        collector = DistributedCollector(cfg, data.vocab, rt_cfg, tracker)
+        with _distributed_objectives(collector):
+            result = run_pipeline(cfg, resume=resume, tracker=tracker, data=data, stop_after_steps=stop_after_steps)
+        if tracker is not None:
+            info = collector.actor_info()
+            mem = {f"memory/{kind}_rss_mb_max": max(i["rss_bytes"] for i in items) / 2**20 for kind, items in info.items()}
+            tracker.log_metrics({**mem, **{f"runtime/{k}": float(v) for k, v in collector.stats.items()}},
+                                step=len(result.history))
+            if data.vocab_dir and Path(data.vocab_dir).exists():
+                tracker.log_artifact(data.vocab_dir, artifact_path="vocab")
+            for name in ("evaluation.md", "evaluation.json", "config.resolved.json"):
+                if (out / name).exists():
+                    tracker.log_artifact(out / name, artifact_path="results")
+            if not result.stopped_early and last_checkpoint(out) is not None:
+                tracker.log_artifact(last_checkpoint(out), artifact_path="model")
+                tracker.register_model(f"{cfg.tracking.experiment}-policy", f"model/{last_checkpoint(out).name}")
+            print(f"MLflow run: {tracker.dashboard_url}", flush=True)
+        return result
+    finally:
+        if collector is not None:
+            collector.shutdown()
+        if tracker is not None:
+            tracker.close(timeout=60)
+        if server is not None:
+            server.stop()
+        if started_ray:
+            ray.shutdown()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m learner.driver", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", required=True)
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--address", default=None, help="Ray address ('auto' inside ray job submit)")
+    p.add_argument("--out", default=None)
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--ray", action="store_true", help="accepted for symmetry with `smart-r1 train --ray`")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    cfg, runtime = load_config_with_runtime(args.config, args.overrides)
+    result = run_distributed(cfg, resume=args.resume, address=args.address, runtime=runtime, out_dir=args.out)
+    print(f"done: {len(result.history)} steps, outputs in {result.output_dir}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
