@@ -92,3 +92,28 @@ def line_intersection(p: np.ndarray, u: np.ndarray, q: np.ndarray, v: np.ndarray
         return None
     t, s = np.linalg.solve(m, q - p)
     return float(t), float(s)
+
+
+def round_corners(pts: np.ndarray, radius: float, step: float = 0.25) -> np.ndarray:
+    """Replace every sharp vertex of a polyline by a quadratic Bezier of ~`radius`.  [n, 2] -> [m, 2]"""
+    out = [pts[0]]
+    for k in range(1, pts.shape[0] - 1):
+        d_in, d_out = pts[k] - pts[k - 1], pts[k + 1] - pts[k]
+        l_in, l_out = float(np.linalg.norm(d_in)), float(np.linalg.norm(d_out))
+        if l_in < 1e-9 or l_out < 1e-9:
+            continue
+        cosang = float(np.dot(d_in, d_out) / (l_in * l_out))
+        if cosang > 0.985:
+            out.append(pts[k])
+            continue
+        r = min(radius, 0.45 * l_in, 0.45 * l_out)
+        a, b = pts[k] - d_in / l_in * r, pts[k] + d_out / l_out * r
+        out.extend(quad_bezier(a, pts[k], b, max(4, int(2 * r / step) + 1)))
+    out.append(pts[-1])
+    return resample(np.asarray(out), step)
+
+
+def project_arc_length(pts: np.ndarray, point: np.ndarray) -> float:
+    """Arc length of the vertex of `pts` nearest to `point`."""
+    k = int(np.argmin(np.linalg.norm(pts - point[None], axis=1)))
+    return float(arc_length(pts)[k])

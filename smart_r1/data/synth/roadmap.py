@@ -61,6 +61,14 @@ class PedPath:
     crosswalk: int = -1
 
 
+def crossing_path(sharp: np.ndarray, gate_s0: float, gate_s1: float, crosswalk: int) -> PedPath:
+    """A walking path with rounded corners; gate arc lengths are re-measured on the rounded path."""
+    s = geo.arc_length(sharp)
+    at = lambda d: np.array([np.interp(d, s, sharp[:, 0]), np.interp(d, s, sharp[:, 1])])  # noqa: E731
+    pts = geo.round_corners(sharp, 1.5)
+    return PedPath(pts, geo.project_arc_length(pts, at(gate_s0)), geo.project_arc_length(pts, at(gate_s1)), crosswalk)
+
+
 @dataclass
 class SignalProgram:
     """Fixed-time signal: per group, a cycle of GO/CAUTION/STOP with an offset."""
@@ -216,7 +224,7 @@ def build_corridor(
             path = geo.line(a, b, 0.5)
             edge_a = abs(a_off) - (h_bwd if side > 0 else h_fwd)
             width = h_fwd + h_bwd
-            rm.crossing_paths.append(PedPath(path, gate_s0=edge_a - 1.0, gate_s1=edge_a + width + 0.8, crosswalk=cw))
+            rm.crossing_paths.append(crossing_path(path, edge_a - 1.0, edge_a + width + 0.8, cw))
 
     def lane_pieces(offset: float, forward: bool) -> list[np.ndarray]:
         pts = geo.offset_polyline(center, offset)
@@ -329,9 +337,9 @@ def build_junction(
                 r0 = rc + float(rng.uniform(6.0, 25.0))
                 r1 = rc + float(rng.uniform(6.0, 25.0))
                 path = np.concatenate([geo.line(pt(k, r0, lat_a), pt(k, rc, lat_a), 0.5)[:-1], geo.line(pt(k, rc, lat_a), pt(k, rc, lat_b), 0.5)[:-1], geo.line(pt(k, rc, lat_b), pt(k, r1, lat_b), 0.5)])
-                edge_a = (r0 - rc) + (sw if side > 0 else sw)
+                edge_a = (r0 - rc) + sw
                 width = h_in[k] + h_out[k]
-                rm.crossing_paths.append(PedPath(path, gate_s0=edge_a - 1.0, gate_s1=edge_a + width + 0.8, crosswalk=crosswalk_of[k]))
+                rm.crossing_paths.append(crossing_path(path, edge_a - 1.0, edge_a + width + 0.8, crosswalk_of[k]))
         for lat in (h_in[k] + sw, -(h_out[k] + sw)):
             rm.sidewalks.append(geo.line(pt(k, r_m[k] + 1.0, lat), pt(k, r_far[k], lat)))
         if k in stop_arms:

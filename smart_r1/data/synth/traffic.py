@@ -631,6 +631,17 @@ class TrafficSim:
         out["x"][a_idx, t_idx], out["y"][a_idx, t_idx] = pos[:, 0], pos[:, 1]
         out["h"][a_idx, t_idx] = geo.wrap(hd)
         out["vx"][a_idx, t_idx], out["vy"][a_idx, t_idx] = spd * np.cos(hd), spd * np.sin(hd)
+        # velocities consistent with the logged positions: central differences inside each
+        # track's (contiguous) visible span, one-sided at its ends
+        for name, comp in (("vx", "x"), ("vy", "y")):
+            p = out[comp]  # [n_track, 91]
+            fd = np.full(p.shape, np.nan)
+            pair = valid[:, 1:] & valid[:, :-1]  # [n_track, 90]
+            d = np.where(pair, (p[:, 1:] - p[:, :-1]) / DT, np.nan)  # [n_track, 90]
+            both = np.isfinite(d[:, 1:]) & np.isfinite(d[:, :-1])
+            fd[:, 1:-1] = np.where(both, 0.5 * (d[:, 1:] + d[:, :-1]), np.where(np.isfinite(d[:, 1:]), d[:, 1:], d[:, :-1]))
+            fd[:, 0], fd[:, -1] = d[:, 0], d[:, -1]
+            out[name] = np.where(valid & np.isfinite(fd), fd, out[name])
         if sig is not None:
             t10 = np.arange(N_LOG) + n_warm  # 10 Hz step index since the start of warm-up
             sig_log = rm.signal.states((t10 - n_warm) * DT)  # [n_group, 91]
