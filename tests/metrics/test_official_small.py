@@ -65,12 +65,13 @@ def test_cut_down_scenario_is_smaller_and_valid(real_scenario_path, real_submiss
 @pytest.mark.timeout(300)
 def test_official_small_scene_live(real_scenario_path, real_submission_path):
     small, noisy, replay = small_case(real_scenario_path, real_submission_path)
+    tf_loaded_before = "tensorflow" in sys.modules  # another test may have imported TF
     with OfficialBackend(n_rollouts=None) as backend:
         s_noisy = backend.score(None, noisy, scenario_proto=small)
         pid = backend.worker_info()["pid"]
         s_replay = backend.score(None, replay, scenario_proto=small)
         assert backend.worker_info()["pid"] == pid, "the worker is reused across calls"
-    assert "tensorflow" not in sys.modules
+    assert tf_loaded_before or "tensorflow" not in sys.modules, "the backend loaded TensorFlow into the caller"
     # Log replay: zero displacement, collision/offroad likelihoods perfect for the log's own events.
     assert s_replay.min_average_displacement_error == 0.0 and s_replay.average_displacement_error == 0.0
     assert s_replay.metametric > s_noisy.metametric
