@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -34,19 +36,33 @@ def load_rollouts_for_scene(
             raise LookupError(f"submission {rollouts_path} has no rollouts for scene {scene.scenario_id!r}")
         return by_scene[scene.scenario_id]
     if checkpoint:
+        from smart_r1.sim.baselines import get_baseline, is_baseline_spec
+
+        if is_baseline_spec(checkpoint):
+            return get_baseline(checkpoint)(scene, num_rollouts, seed)
         from smart_r1.sim.simulate import simulate_scenes
 
         return simulate_scenes(checkpoint, [scene], num_rollouts=num_rollouts, seed=seed)[0]
     return None
 
 
-def event_masks_for(scene: Scene, rollouts: Rollouts) -> list[np.ndarray] | None:
-    """Per rollout, [n_agent, n_step] bool: collision / offroad / red-light events (fast metric features)."""
+def event_masks_for(scene: Scene, rollouts: Rollouts, max_rollouts: int | None = None) -> list[np.ndarray] | None:
+    """Per rollout (the first `max_rollouts`), [n_agent, n_step] bool: collision / offroad /
+    red-light events. Uses `smart_r1.metrics.fast.event_masks` when the metrics provide it,
+    else `smart_r1.viz.events.event_masks` (same feature functions, every simulated agent)."""
+    if max_rollouts is not None and rollouts.n_rollout > max_rollouts:
+        rollouts = Rollouts(rollouts.scenario_id, rollouts.agent_id, rollouts.trajectories[:max_rollouts])
     try:
         from smart_r1.metrics.fast import event_masks
     except ImportError:
+        from smart_r1.viz.events import event_masks
+    from smart_r1.metrics.fast import FastMetricsError
+
+    try:
+        return event_masks(scene, rollouts)
+    except FastMetricsError as err:  # e.g. a scene without road edges: render without event marks
+        warnings.warn(f"no event marks for scene {scene.scenario_id!r}: {err}", stacklevel=2)
         return None
-    return event_masks(scene, rollouts)
 
 
 def render_scene_outputs(
@@ -56,17 +72,27 @@ def render_scene_outputs(
     config: RenderConfig | None = None,
     max_rollouts: int = 3,
     gif: bool = True,
+    gif_rollouts: int | None = None,
+    gif_steps: Sequence[int] | None = None,
+    prefix: str | None = None,
 ) -> list[Path]:
+    """Grid PNG (log + first `max_rollouts` rollouts) and a GIF per rollout (the first
+    `gif_rollouts`, default `max_rollouts`; frames `gif_steps`, default every step) of one scene.
+    Files are named `<prefix>_grid.png`, `<prefix>_rollout<k>.gif` (prefix: the scenario id)."""
     config = config or RenderConfig()
     config.max_rollouts_in_grid = max_rollouts
     out_dir = Path(out_dir)
-    masks = event_masks_for(scene, rollouts) if rollouts is not None else None
-    paths = [render_grid(scene, rollouts, out_dir / f"{scene.scenario_id}_grid.png", config, event_masks=masks)]
+    masks = event_masks_for(scene, rollouts, max_rollouts) if rollouts is not None else None
+    prefix = prefix or scene.scenario_id
+    paths = [render_grid(scene, rollouts, out_dir / f"{prefix}_grid.png", config, event_masks=masks)]
     if gif:
         if rollouts is None:
-            paths.append(render_gif(scene, None, out_dir / f"{scene.scenario_id}_log.gif", config=config))
+            paths.append(render_gif(scene, None, out_dir / f"{prefix}_log.gif", config=config, steps=gif_steps))
         else:
-            for r in range(min(rollouts.n_rollout, max_rollouts)):
+            n_gif = max_rollouts if gif_rollouts is None else gif_rollouts
+            for r in range(min(rollouts.n_rollout, max_rollouts, n_gif)):
                 mask = None if masks is None else masks[r]
-                paths.append(render_gif(scene, rollouts, out_dir / f"{scene.scenario_id}_rollout{r + 1}.gif", r, config, event_mask=mask))
+                paths.append(
+                    render_gif(scene, rollouts, out_dir / f"{prefix}_rollout{r + 1}.gif", r, config, event_mask=mask, steps=gif_steps)
+                )
     return paths

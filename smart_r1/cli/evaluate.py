@@ -1,0 +1,115 @@
+"""`smart-r1 evaluate`: roll out checkpoints / baselines (or take existing rollouts), score
+them with the WOSAC metrics, and write a report folder.
+
+    smart-r1 evaluate --checkpoint runs/a/checkpoints/last.pt --checkpoint baseline:constant_velocity \
+        [--rollouts sub.tar.gz ...] --scenes 'data/val/*.tfrecord*' --backend fast|official \
+        [--num-rollouts 32] [--out DIR] [--mlflow [URI]]
+
+Per-scene results go to DIR/scores.parquet as they arrive; re-running the same command skips
+the scenes already there. The report is DIR/report/report.md and report.html (leaderboard
+table, per-metric bar charts, logged-vs-simulated histograms, worst scenes with renders).
+Non-learned policies: `baseline:constant_velocity`, `baseline:log_replay`, `baseline:log_replay_noise`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "evaluate",
+        help="roll out checkpoints / baselines / rollout files, score (WOSAC) and write a report",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--checkpoint", action="append", default=[], help="checkpoint file or baseline:<name> (repeatable)")
+    p.add_argument("--rollouts", action="append", default=[], help="submission (.binproto/shards/.tar.gz), .npz or dir of .npz (repeatable)")
+    p.add_argument("--name", action="append", default=None, help="row label per --checkpoint then --rollouts, in order (repeatable)")
+    p.add_argument("--scenes", required=True, nargs="+", help="Scenario TFRecord files: paths, globs, directories")
+    p.add_argument("--backend", default="fast", choices=("fast", "official"), help="metric backend")
+    p.add_argument("--config-year", type=int, default=2025, choices=(2025, 2024))
+    p.add_argument("--num-rollouts", type=int, default=32)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="eval_out", help="output folder (scores.parquet, report/)")
+    p.add_argument("--scores", default=None, help="Parquet file of per-scene scores (default OUT/scores.parquet)")
+    p.add_argument("--no-report", action="store_true", help="only score")
+    p.add_argument("--worst", type=int, default=5, help="worst scenes (by meta metric) shown with renders, per model")
+    p.add_argument("--hist-scene", default=None, help="scenario id for the logged-vs-simulated histograms (default: first)")
+    p.add_argument("--no-renders", action="store_true", help="skip the renders of the worst scenes")
+    p.add_argument("--no-gif", action="store_true", help="grid PNGs only, no GIFs")
+    p.add_argument("--frame-px", type=int, default=240, help="size of one render frame")
+    p.add_argument("--embed-images", action="store_true", help="inline the images into report.html")
+    p.add_argument(
+        "--mlflow", nargs="?", const="", default=None, metavar="URI",
+        help="log metrics and the report to MLflow (URI, or MLFLOW_TRACKING_URI when given without one)",
+    )
+    p.add_argument("--experiment", default="smart-r1-eval", help="MLflow experiment")
+    p.add_argument("--run-name", default=None, help="MLflow run name")
+    p.add_argument("--fail-fast", action="store_true", help="stop at the first scene that fails (default: report it)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from smart_r1.eval.evaluate import evaluate
+    from smart_r1.metrics.leaderboard import leaderboard_table
+    from smart_r1.viz.report import aggregate_rows
+
+    if not args.checkpoint and not args.rollouts:
+        print("smart-r1 evaluate: give at least one --checkpoint (or baseline:<name>) or --rollouts", file=sys.stderr)
+        return 2
+    tracker = None
+    if args.mlflow is not None:
+        from smart_r1.tracking import make_tracker
+
+        uri = args.mlflow or os.environ.get("MLFLOW_TRACKING_URI")
+        if not uri:
+            print("smart-r1 evaluate: --mlflow without a URI needs MLFLOW_TRACKING_URI", file=sys.stderr)
+            return 2
+        tracker = make_tracker(uri, experiment=args.experiment, run_name=args.run_name, tags={"smart_r1.command": "evaluate"})
+    scenes = args.scenes if len(args.scenes) > 1 else args.scenes[0]
+    try:
+        result = evaluate(
+            checkpoints=args.checkpoint,
+            rollouts=args.rollouts,
+            names=args.name,
+            scenes=scenes,
+            backend=args.backend,
+            num_rollouts=args.num_rollouts,
+            seed=args.seed,
+            out_dir=args.out,
+            scores_path=args.scores,
+            config_year=args.config_year,
+            report=not args.no_report,
+            report_options=dict(
+                worst_k=args.worst,
+                hist_scene=args.hist_scene,
+                render=not args.no_renders,
+                gif=not args.no_gif,
+                frame_px=args.frame_px,
+                embed_images=args.embed_images,
+            ),
+            tracker=tracker,
+            progress=not args.quiet,
+            fail_fast=args.fail_fast,
+        )
+    except (FileNotFoundError, KeyError, LookupError, ValueError) as err:
+        print(f"smart-r1 evaluate: {err}", file=sys.stderr)
+        return 2
+    finally:
+        if tracker is not None:
+            tracker.close()
+    agg = aggregate_rows(result.rows, [s.name for s in result.sources])
+    if agg:
+        print(leaderboard_table(agg, title=f"WOSAC {args.config_year} ({args.backend}), {args.num_rollouts} rollouts"))
+    print(f"scored {result.n_scored} scene x model pair(s), skipped {result.n_skipped} already in {result.scores_path}", file=sys.stderr)
+    if result.report_dir is not None:
+        print(result.report_dir / "report.html")
+    failed = sum(len(v) for v in result.failed.values())
+    if failed:
+        print(f"smart-r1 evaluate: {failed} scene(s) failed (see the report)", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,384 @@
+"""Evaluation: roll out every source (checkpoint / baseline / rollout file) on every scene,
+score with a WOSAC backend, keep the per-scene results in Parquet, and write the report.
+
+- `evaluate_scene(source, scene, backend, num_rollouts, seed) -> SceneResult` is the unit of
+  work: a plain function (the Ray runtime distributes it over actors).
+- `ScoreStore`: one Parquet file of per-(source, scene) results, rewritten atomically after
+  every scene, so a killed run loses at most the scene in flight; on re-run, scenes already in
+  the file (same source, backend, config year, rollout count and seed) are skipped.
+- `evaluate(checkpoints, scenes, backend, ...)` drives the loop (progress bars on rollouts
+  and scoring), then builds the report folder (`smart_r1.viz.report.build_report`), and with
+  a tracker logs scalars as metrics and the report + scores as artifacts.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from smart_r1.data.scene import Scene
+from smart_r1.eval.sources import RolloutSource, make_source, slug, unique_names
+from smart_r1.metrics.base import GROUPS, LIKELIHOOD_FIELDS, RATE_FIELDS, MetricBackend, SceneScores, get_backend
+
+KEY_FIELDS = ("source", "scenario_id", "backend", "config_year", "num_rollouts", "seed")
+SCALAR_FIELDS = (
+    ("metametric",)
+    + LIKELIHOOD_FIELDS
+    + tuple(GROUPS)
+    + ("min_average_displacement_error", "average_displacement_error")
+    + RATE_FIELDS
+)
+
+
+@dataclass
+class SceneResult:
+    """One source scored on one scene."""
+
+    source: str
+    scores: SceneScores
+    num_rollouts: int  # rollouts actually scored
+    seed: int
+    n_sim_agents: int
+    seconds_rollout: float
+    seconds_score: float
+    source_kind: str = ""
+
+    def row(self, backend: str, requested_rollouts: int | None = None) -> dict:
+        flat = self.scores.as_flat_dict()
+        row = {
+            "source": self.source,
+            "source_kind": self.source_kind,
+            "scenario_id": str(self.scores.scenario_id),
+            "backend": backend,
+            "config_year": int(self.scores.config_year),
+            "num_rollouts": int(requested_rollouts if requested_rollouts is not None else self.num_rollouts),
+            "num_rollouts_scored": int(self.num_rollouts),
+            "seed": int(self.seed),
+        }
+        for k in SCALAR_FIELDS:
+            row[k] = float(flat[k])
+        pr = self.scores.per_rollout_metametric
+        row["per_rollout_metametric"] = None if pr is None else [float(x) for x in np.asarray(pr).ravel()]
+        row["n_sim_agents"] = int(self.n_sim_agents)
+        row["seconds_rollout"] = float(self.seconds_rollout)
+        row["seconds_score"] = float(self.seconds_score)
+        row["finished_at"] = float(time.time())
+        return row
+
+
+def score_scene(backend: MetricBackend, scene: Scene, rollouts) -> SceneScores:
+    return backend.score(scene, rollouts)
+
+
+def evaluate_scene(source: RolloutSource, scene: Scene, backend: MetricBackend, num_rollouts: int, seed: int) -> SceneResult:
+    """Roll out `source` on `scene` and score it (a plain function: no I/O, no Ray)."""
+    t0 = time.perf_counter()
+    rollouts = source.rollouts(scene, num_rollouts, seed)
+    t1 = time.perf_counter()
+    scores = score_scene(backend, scene, rollouts)
+    t2 = time.perf_counter()
+    return SceneResult(
+        source=source.name,
+        scores=scores,
+        num_rollouts=rollouts.n_rollout,
+        seed=seed,
+        n_sim_agents=rollouts.n_agent,
+        seconds_rollout=t1 - t0,
+        seconds_score=t2 - t1,
+        source_kind=source.kind,
+    )
+
+
+class ScoreStore:
+    """Per-scene results in one Parquet file (atomic rewrite per append)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.rows: list[dict] = []
+        if self.path.exists():
+            import pyarrow.parquet as pq
+
+            try:
+                self.rows = pq.read_table(self.path).to_pylist()
+            except Exception as err:
+                raise ValueError(f"scores file {self.path}: cannot be read as Parquet ({err}); move it away to start afresh") from err
+            missing = [k for k in KEY_FIELDS + ("metametric",) if self.rows and k not in self.rows[0]]
+            if missing:
+                raise ValueError(f"scores file {self.path}: lacks columns {missing}")
+
+    @staticmethod
+    def key(row: dict) -> tuple:
+        return tuple(row[k] for k in KEY_FIELDS)
+
+    def done_keys(self) -> set[tuple]:
+        return {self.key(r) for r in self.rows}
+
+    def append(self, rows: Sequence[dict]) -> None:
+        keys = {self.key(r) for r in rows}
+        self.rows = [r for r in self.rows if self.key(r) not in keys] + list(rows)
+        self.write()
+
+    def write(self) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        table = pa.Table.from_pylist(self.rows, schema=_schema()) if self.rows else _schema().empty_table()
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        os.close(fd)
+        try:
+            pq.write_table(table, tmp)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, self.path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+    def select(self, backend: str, config_year: int, num_rollouts: int, seed: int, sources: Iterable[str] | None = None) -> list[dict]:
+        names = None if sources is None else set(sources)
+        return [
+            r
+            for r in self.rows
+            if r["backend"] == backend
+            and int(r["config_year"]) == int(config_year)
+            and int(r["num_rollouts"]) == int(num_rollouts)
+            and int(r["seed"]) == int(seed)
+            and (names is None or r["source"] in names)
+        ]
+
+
+def _schema():
+    import pyarrow as pa
+
+    fields = [
+        ("source", pa.string()),
+        ("source_kind", pa.string()),
+        ("scenario_id", pa.string()),
+        ("backend", pa.string()),
+        ("config_year", pa.int32()),
+        ("num_rollouts", pa.int32()),
+        ("num_rollouts_scored", pa.int32()),
+        ("seed", pa.int64()),
+    ]
+    fields += [(k, pa.float64()) for k in SCALAR_FIELDS]
+    fields += [
+        ("per_rollout_metametric", pa.list_(pa.float32())),
+        ("n_sim_agents", pa.int32()),
+        ("seconds_rollout", pa.float64()),
+        ("seconds_score", pa.float64()),
+        ("finished_at", pa.float64()),
+    ]
+    return pa.schema(fields)
+
+
+def make_backend(backend: str | MetricBackend, num_rollouts: int, config_year: int = 2025) -> MetricBackend:
+    if isinstance(backend, MetricBackend):
+        return backend
+    kwargs = {"config_year": config_year}
+    if backend == "official":
+        kwargs["n_rollouts"] = 32 if num_rollouts == 32 else None
+    return get_backend(backend, **kwargs)
+
+
+def iter_scene_spec(scenes) -> Iterable[Scene]:
+    """Scenes from a path / glob / list of paths, or an iterable of `Scene`s."""
+    if isinstance(scenes, (str, os.PathLike)) or (isinstance(scenes, (list, tuple)) and scenes and not isinstance(scenes[0], Scene)):
+        from smart_r1.data.scenario_io import iter_scenes
+
+        spec = [str(s) for s in scenes] if isinstance(scenes, (list, tuple)) else str(scenes)
+        return iter_scenes(spec)
+    return scenes
+
+
+def find_scenes(scenes, ids: Iterable[str]) -> dict[str, Scene]:
+    """The scenes of `scenes` (spec or iterable) with the given ids; stops once all are found."""
+    want = set(ids)
+    out: dict[str, Scene] = {}
+    if not want:
+        return out
+    for scene in iter_scene_spec(scenes):
+        if scene.scenario_id in want:
+            out[scene.scenario_id] = scene
+            if len(out) == len(want):
+                break
+    return out
+
+
+@dataclass
+class EvaluationResult:
+    scores_path: Path
+    rows: list[dict]  # the rows of this evaluation (resumed ones included)
+    sources: list[RolloutSource]
+    n_scored: int  # scene x source pairs scored in this call
+    n_skipped: int  # already in the scores file
+    uncovered: dict[str, list[str]] = field(default_factory=dict)  # source -> scenes it has no rollouts for
+    failed: dict[str, dict[str, str]] = field(default_factory=dict)  # source -> scene -> error
+    report_dir: Path | None = None
+
+    def by_source(self) -> dict[str, list[SceneScores]]:
+        out: dict[str, list[SceneScores]] = {s.name: [] for s in self.sources}
+        for r in self.rows:
+            out.setdefault(r["source"], []).append(row_to_scores(r))
+        return out
+
+
+def row_to_scores(row: dict) -> SceneScores:
+    pr = row.get("per_rollout_metametric")
+    return SceneScores(
+        scenario_id=row["scenario_id"],
+        metametric=float(row["metametric"]),
+        likelihoods={k: float(row[k]) for k in LIKELIHOOD_FIELDS},
+        min_average_displacement_error=float(row["min_average_displacement_error"]),
+        average_displacement_error=float(row["average_displacement_error"]),
+        simulated_collision_rate=float(row["simulated_collision_rate"]),
+        simulated_offroad_rate=float(row["simulated_offroad_rate"]),
+        simulated_traffic_light_violation_rate=float(row["simulated_traffic_light_violation_rate"]),
+        config_year=int(row["config_year"]),
+        backend=str(row["backend"]),
+        per_rollout_metametric=None if pr is None else np.asarray(pr, np.float32),
+    )
+
+
+def evaluate(
+    checkpoints: Sequence[str | RolloutSource] = (),
+    scenes=None,
+    backend: str | MetricBackend = "fast",
+    num_rollouts: int = 32,
+    seed: int = 0,
+    rollouts: Sequence[str] = (),
+    out_dir: str | os.PathLike | None = "eval_out",
+    scores_path: str | os.PathLike | None = None,
+    config_year: int = 2025,
+    report: bool = True,
+    report_options: dict | None = None,
+    tracker=None,
+    progress: bool = True,
+    fail_fast: bool = False,
+    names: Sequence[str] | None = None,
+) -> EvaluationResult:
+    """Score every checkpoint (or `baseline:<name>`) and every rollout file on `scenes`.
+
+    Results go to `scores_path` (default `<out_dir>/scores.parquet`) as they arrive; pairs already
+    there are skipped. With `report`, `<out_dir>/report.md|html` and the figures are written
+    (`report_options` go to `smart_r1.viz.report.build_report`). `tracker`
+    (`smart_r1.tracking.Tracker`) receives per-scene and aggregate metrics and the artifacts.
+    """
+    from tqdm import tqdm
+
+    if scenes is None:
+        raise ValueError("evaluate: no scenes given")
+    if num_rollouts < 1:
+        raise ValueError(f"evaluate: num_rollouts must be >= 1, got {num_rollouts}")
+    sources = [make_source(c, "checkpoint") for c in checkpoints] + [make_source(r, "rollouts") for r in rollouts]
+    if names:
+        if len(names) != len(sources):
+            raise ValueError(f"evaluate: {len(names)} names for {len(sources)} sources")
+        for s, n in zip(sources, names):
+            s.name = n
+    if not sources:
+        raise ValueError("evaluate: nothing to evaluate (give checkpoints, baseline:<name> or rollouts)")
+    sources = unique_names(sources)
+    out_dir = Path(out_dir) if out_dir is not None else None
+    if scores_path is None:
+        if out_dir is None:
+            raise ValueError("evaluate: give out_dir or scores_path")
+        scores_path = out_dir / "scores.parquet"
+    store = ScoreStore(scores_path)
+    metric_backend = make_backend(backend, num_rollouts, config_year)
+    backend_name = metric_backend.name or str(backend)
+    done = store.done_keys()
+    if tracker is not None:
+        tracker.log_params(
+            {
+                "eval.backend": backend_name,
+                "eval.num_rollouts": num_rollouts,
+                "eval.seed": seed,
+                "eval.config_year": config_year,
+                "eval.scenes": str(scenes) if isinstance(scenes, (str, os.PathLike)) else f"{type(scenes).__name__}",
+                "eval.sources": ", ".join(f"{s.name}={s.spec}" for s in sources),
+            }
+        )
+
+    scene_ids: list[str] = []
+    n_scored = n_skipped = 0
+    uncovered: dict[str, list[str]] = {}
+    failed: dict[str, dict[str, str]] = {}
+    bar_roll = tqdm(desc="rollouts", unit="rollout set", disable=not progress, file=sys.stderr, position=0)
+    bar_score = tqdm(desc=f"scoring ({backend_name})", unit="scene", disable=not progress, file=sys.stderr, position=1)
+    step = 0
+    try:
+        for scene in iter_scene_spec(scenes):
+            scene_ids.append(scene.scenario_id)
+            for source in sources:
+                key = (source.name, scene.scenario_id, backend_name, int(config_year), int(num_rollouts), int(seed))
+                if key in done:
+                    n_skipped += 1
+                    continue
+                if not source.covers(scene):
+                    uncovered.setdefault(source.name, []).append(scene.scenario_id)
+                    continue
+                try:
+                    t0 = time.perf_counter()
+                    ro = source.rollouts(scene, num_rollouts, seed)
+                    t1 = time.perf_counter()
+                    bar_roll.update(1)
+                    sc = score_scene(metric_backend, scene, ro)
+                    t2 = time.perf_counter()
+                except Exception as err:
+                    if fail_fast:
+                        raise
+                    failed.setdefault(source.name, {})[scene.scenario_id] = f"{type(err).__name__}: {err}"
+                    warnings.warn(f"evaluate: {source.name} on scene {scene.scenario_id}: {err}", stacklevel=2)
+                    continue
+                bar_score.update(1)
+                result = SceneResult(source.name, sc, ro.n_rollout, seed, ro.n_agent, t1 - t0, t2 - t1, source.kind)
+                row = result.row(backend_name, num_rollouts)
+                store.append([row])
+                done.add(key)
+                n_scored += 1
+                if tracker is not None:
+                    tracker.log_metrics({f"scene/{slug(source.name)}/metametric": row["metametric"]}, step=step)
+                step += 1
+    finally:
+        bar_roll.close()
+        bar_score.close()
+        if hasattr(metric_backend, "close") and not isinstance(backend, MetricBackend):
+            metric_backend.close()
+
+    names_set = {s.name for s in sources}
+    ids = set(scene_ids)
+    rows = [r for r in store.select(backend_name, config_year, num_rollouts, seed, names_set) if r["scenario_id"] in ids]
+    result = EvaluationResult(Path(scores_path), rows, sources, n_scored, n_skipped, uncovered, failed)
+    if tracker is not None:
+        from smart_r1.viz.report import aggregate_rows
+
+        for name, agg in aggregate_rows(rows, [s.name for s in sources]).items():
+            tracker.log_metrics({f"{slug(name)}/{k}": v for k, v in agg.items()}, step=0)
+    if report and out_dir is not None and rows:
+        from smart_r1.viz.report import build_report
+
+        opts = dict(report_options or {})
+        result.report_dir = build_report(
+            result,
+            scenes=scenes,
+            out_dir=out_dir,
+            backend=backend_name,
+            num_rollouts=num_rollouts,
+            seed=seed,
+            progress=progress,
+            **opts,
+        )
+    if tracker is not None:
+        tracker.log_artifact(result.scores_path, artifact_path="evaluation")
+        if result.report_dir is not None:
+            tracker.log_artifact(result.report_dir, artifact_path="evaluation")
+    return result
