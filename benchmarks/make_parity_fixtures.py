@@ -365,6 +365,28 @@ def load_fixture_case(entry: dict, root: Path = OUT_DIR):
     return sc, scene, ro, entry["official"]
 
 
+REAL_SETS = ("submission", "log", "frozen", "const_vel")
+
+
+def real_rollout_sets(scene: Scene) -> dict[str, Rollouts]:
+    """The 4 rollout sets of the reference table: the shared submission, log replay, frozen, const-vel (x32)."""
+    return {
+        "submission": load_real_submission_rollouts(),
+        "log": policy_rollouts(scene, "log"),
+        "frozen": policy_rollouts(scene, "frozen"),
+        "const_vel": policy_rollouts(scene, "const_vel"),
+    }
+
+
+def make_real_fixture(out: Path = OUT_DIR) -> None:
+    sc, scene = load_real_scene()
+    res = {"scenario_id": sc.scenario_id, "sets": {}}
+    for name, ro in real_rollout_sets(scene).items():
+        res["sets"][name] = official_scores(sc, ro)
+        print(name, res["sets"][name], flush=True)
+    (out / "real_637f20cafde22ff8.json").write_text(json.dumps(res, indent=1))
+
+
 def main(argv=None) -> int:
     import gzip
 
@@ -376,8 +398,12 @@ def main(argv=None) -> int:
     ap.add_argument("--max-agents", type=int, default=14)
     ap.add_argument("--policies", default=",".join(POLICIES))
     ap.add_argument("--out", default=str(OUT_DIR))
+    ap.add_argument("--real", action="store_true", help="(re)make real_637f20cafde22ff8.json: the 4 real-scene rollout sets")
     args = ap.parse_args(argv)
     out = Path(args.out)
+    if args.real:
+        make_real_fixture(out)
+        return 0
     (out / "scenes").mkdir(parents=True, exist_ok=True)
     (out / "rollouts").mkdir(parents=True, exist_ok=True)
     index_path = out / "official.json"

@@ -76,6 +76,11 @@ class FastResult:
     features: dict[str, np.ndarray] | None = field(default=None, repr=False)  # name -> [n_rollout + 1, E, 80]
 
 
+def _f32(x) -> float:
+    """Python float holding a float32 value (the official `SimAgentMetrics` fields are float32)."""
+    return float(np.float32(float(x)))
+
+
 def _default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -270,9 +275,10 @@ class FastBackend(MetricBackend):
         is_vehicle = torch.as_tensor(scene.agent_type[rows[:e]] == int(AgentType.VEHICLE), device=self.device)  # [E]
 
         full = _likelihoods(feats, log_valid, is_vehicle, {"fn": lambda x: x[None]})
-        lik = {k: float(full[k][0]) for k in LIKELIHOOD_FIELDS}
+        lik = {k: _f32(full[k][0]) for k in LIKELIHOOD_FIELDS}
         weights = METRIC_WEIGHTS[self.config_year]
-        meta = float(sum(weights[k] * np.float32(lik[k]) for k in LIKELIHOOD_FIELDS))
+        # Official: python-float sum of float32 weights x float32 likelihoods, stored as float32.
+        meta = _f32(sum(float(np.float32(weights[k])) * lik[k] for k in LIKELIHOOD_FIELDS))
 
         per_rollout = None
         per_lik = {}
@@ -286,11 +292,11 @@ class FastBackend(MetricBackend):
         err = torch.linalg.vector_norm(st.pos[:-1, :e] - st.pos[-1:, :e], dim=-1)  # [R, E, 91]
         err = torch.where(log_valid_full[None], err, torch.zeros_like(err))
         ade = err.sum(-1) / log_valid_full.to(torch.float32).sum(-1)[None]  # [R, E]
-        min_ade = float(ade.mean(-1).min())
-        mean_ade = float(ade.mean())
+        min_ade = _f32(ade.mean(-1).min())
+        mean_ade = _f32(ade.mean())
 
-        def rate(ind):  # [R, E] bool -> exact fraction
-            return float(ind.sum().item()) / float(ind.numel())
+        def rate(ind):  # [R, E] bool -> fraction, float32 like the official proto field
+            return _f32(float(ind.sum().item()) / float(ind.numel()))
 
         coll = (feats["collision_per_step"] & log_valid[None]).any(-1)  # [R + 1, E]
         off = (feats["offroad_per_step"] & log_valid[None]).any(-1)
