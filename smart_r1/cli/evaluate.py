@@ -69,7 +69,10 @@ def run(args) -> int:
         if not uri:
             print("smart-r1 evaluate: --mlflow without a URI needs MLFLOW_TRACKING_URI", file=sys.stderr)
             return 2
-        tracker = make_tracker(uri, experiment=args.experiment, run_name=args.run_name, tags={"smart_r1.command": "evaluate"})
+        tracker = make_tracker(
+            uri, experiment=args.experiment, run_name=args.run_name, buffer_dir=os.path.join(args.out, ".tracking_buffer"),
+            tags={"smart_r1.command": "evaluate"},
+        )
     scenes = args.scenes if len(args.scenes) > 1 else args.scenes[0]
     try:
         result = evaluate(

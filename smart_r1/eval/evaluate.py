@@ -380,5 +380,5 @@ def evaluate(
     if tracker is not None:
         tracker.log_artifact(result.scores_path, artifact_path="evaluation")
         if result.report_dir is not None:
-            tracker.log_artifact(result.report_dir, artifact_path="evaluation")
+            tracker.log_artifact(result.report_dir, artifact_path="evaluation/report")
     return result
