@@ -25,7 +25,7 @@ class SynthConfig:
     cyclist_fraction: float = 0.08  # share of tracks that are cyclists
     min_tracks_to_predict: int = 2
     max_tracks_to_predict: int = 8
-    warmup_seconds: float = 4.0  # simulated before the first logged step (settles queues and gaps)
+    warmup_seconds: float = 3.0  # simulated before the first logged step (settles queues and gaps)
     ground_slope_max: float = 0.02  # |dz/dx|, |dz/dy| of the planar ground
     spawn_rate_per_lane_hz: float = 0.15  # new vehicles entering view per source lane per second
     scenario_id_prefix: str = "synth"

@@ -96,6 +96,11 @@ def line_intersection(p: np.ndarray, u: np.ndarray, q: np.ndarray, v: np.ndarray
 
 def round_corners(pts: np.ndarray, radius: float, step: float = 0.25) -> np.ndarray:
     """Replace every sharp vertex of a polyline by a quadratic Bezier of ~`radius`.  [n, 2] -> [m, 2]"""
+    # keep only the vertices where the direction changes (the input is often densely sampled)
+    d = np.diff(pts, axis=0)  # [n-1, 2]
+    d = d / (np.linalg.norm(d, axis=1, keepdims=True) + 1e-12)
+    turn = (d[1:] * d[:-1]).sum(1) < 0.985  # [n-2]
+    pts = np.concatenate([pts[:1], pts[1:-1][turn], pts[-1:]])
     out = [pts[0]]
     for k in range(1, pts.shape[0] - 1):
         d_in, d_out = pts[k] - pts[k - 1], pts[k + 1] - pts[k]

@@ -30,7 +30,7 @@ from smart_r1.data.synth import geometry as geo
 from smart_r1.data.synth.roadmap import RoadMap
 
 DT = 0.1  # log step (s)
-SUB = 2  # log steps per decision step
+SUB = 3  # log steps per decision step
 DT_SIM = DT * SUB  # decision (reaction) interval: accelerations are held constant over it
 N_LOG = 91
 PATH_DS = 0.5  # path sampling step (m)
@@ -154,6 +154,7 @@ class TrafficSim:
         self.alive = np.zeros(cap, bool)
         self.ever_logged = np.zeros(cap, bool)
         self.n_used = 0
+        self._ver, self._cache_ver, self._cache = 0, -1, {}
         self.counts = {VEH: 0, PED: 0, CYC: 0}  # tracks so far (alive, or logged at some step)
         self.lane_start_ids = [lane.id for lane in rm.source_lanes()]
         self.conn_prio = np.array([c.priority for c in rm.connectors], np.int64)
@@ -228,6 +229,7 @@ class TrafficSim:
         self.granted[i] = self.passed[i] = self.ever_logged[i] = False
         self.stopped_t[i] = self.noise[i] = 0.0
         self.alive[i] = True
+        self._ver += 1
         self.counts[kind] += 1
         return i
 
@@ -240,6 +242,7 @@ class TrafficSim:
     def _discard(self, i: int) -> None:
         """Undo the agent just created in slot i (placement failed)."""
         self.alive[i] = False
+        self._ver += 1
         self.counts[int(self.type[i])] -= 1
         self.n_used -= 1
 
@@ -400,29 +403,45 @@ class TrafficSim:
         xy[:, 1] += np.cos(h) * lat
         return xy, h
 
+    def _active(self) -> dict:
+        """Per-agent constants gathered for the live agents (rebuilt only when the set changes)."""
+        if self._cache_ver != self._ver:
+            idx = np.flatnonzero(self.alive[: self.n_used])  # [n]
+            is_ped = self.type[idx] == PED
+            L = self.L[idx]
+            a, b = self.a[idx], self.b[idx]
+            self._cache = dict(
+                idx=idx, n=idx.size, ar=np.arange(idx.size), L=L, W=self.W[idx], typ=self.type[idx], is_ped=is_ped,
+                C=self.C[idx], R=self.R[idx], lim=self.lim[idx], v0f=self.v0f[idx], Cfin=self.C[idx] < INF,
+                a=a, b=b, T=self.T[idx], sab=2.0 * np.sqrt(a * b), sigma=self.sigma[idx], a_max=a * 1.3,
+                s0s=np.stack([self.s0[idx], self.s0[idx], np.where(is_ped, 0.2, 1.0)]),  # [3, n]
+                half_L=0.5 * L, sumL=0.5 * (L[:, None] + L[None, :]), front=np.where(is_ped, 0.3, 0.5 * L + 0.5),
+                cone_w=(0.5 * self.W[idx] + np.where(is_ped, 0.15, 0.45))[:, None],
+                ped_lead=is_ped[None, :] & ~is_ped[:, None], end=self.path_len[idx] - np.where(is_ped, 0.3, 0.5 * L + 0.5),
+                gate_s0=self.gate_s0[idx], conn=self.conn[idx],
+            )
+            self._cache_ver = self._ver
+        return self._cache
+
     def step(self, log_index: int | None, signal_now: np.ndarray | None, to_red: np.ndarray | None = None) -> None:
-        """One decision step of DT_SIM: leaders, gates, IDM; logs the two 10 Hz sub-steps."""
-        idx = np.flatnonzero(self.alive[: self.n_used])  # [n]
-        n = idx.size
+        """One decision step of DT_SIM: leaders, gates, IDM; logs the 10 Hz sub-steps."""
+        P = self._active()
+        idx, n, ar = P["idx"], P["n"], P["ar"]
         if n == 0:
             return
         pos, hd = self._pose(idx)  # [n, 2], [n]
         s, v = self.s[idx], self.v[idx]  # [n]
-        L, W = self.L[idx], self.W[idx]
-        typ = self.type[idx]
-        is_ped = typ == PED
-        ar = np.arange(n)
+        L, W, typ, is_ped = P["L"], P["W"], P["typ"], P["is_ped"]
 
         # ----- path leaders: agents ahead on a lane of the follower's route -----
-        C = self.C[idx]  # [n, K]
-        R = self.R[idx]  # [n, K]
+        C, R = P["C"], P["R"]  # [n, K]
         k_cur = (C <= s[:, None]).sum(1) - 1  # [n]
         lane_cur = R[ar, k_cur]  # [n]
         s_in = s - C[ar, k_cur]  # [n]
         M = (R[:, None, :] == lane_cur[None, :, None]) & (self._kk >= k_cur[:, None, None])  # [n, n, K]
         raw = np.where(M, C[:, None, :], INF).min(-1) + (s_in[None, :] - s[:, None])  # [n, n] centre gap along route
         raw[ar, ar] = -1.0
-        gap_p = np.where((raw > 0) & (raw < 120), raw - 0.5 * (L[:, None] + L[None, :]), INF)  # [n, n]
+        gap_p = np.where((raw > 0) & (raw < 120), raw - P["sumL"], INF)  # [n, n]
         jp = gap_p.argmin(1)  # [n]
         g_path = gap_p[ar, jp]
         vl_path = v[jp]
@@ -437,14 +456,13 @@ class TrafficSim:
         acos, asin = np.abs(dh.real), np.abs(dh.imag)
         half_w_j = 0.5 * (W[None, :] * acos + L[None, :] * asin)  # [n, n]
         ext_j = 0.5 * (L[None, :] * acos + W[None, :] * asin)  # [n, n]
-        margin = np.where(is_ped, 0.15, 0.45)
-        heading_ok = (dh.real > 0.54) | (is_ped[None, :] & ~is_ped[:, None])  # |dh| < 1 rad, or a walker ahead of a vehicle
-        cone = (lon > 0) & (lon < 35.0) & (np.abs(lat) < (0.5 * W + margin)[:, None] + half_w_j) & heading_ok
+        heading_ok = (dh.real > 0.54) | P["ped_lead"]  # |dh| < 1 rad, or a walker ahead of a vehicle
+        cone = (lon > 0) & (lon < 35.0) & (np.abs(lat) < P["cone_w"] + half_w_j) & heading_ok
         cone[ar, ar] = False
         mutual = cone & cone.T
         if mutual.any():
             cone &= ~(mutual & (lon > lon.T))  # of a mutual pair, only the one closer behind yields
-        gap_c = np.where(cone, lon - 0.5 * L[:, None] - ext_j, INF)  # [n, n]
+        gap_c = np.where(cone, lon - P["half_L"][:, None] - ext_j, INF)  # [n, n]
         jc = gap_c.argmin(1)
         g_cone = gap_c[ar, jc]
         vl_cone = np.maximum(0.0, v[jc] * dh[ar, jc].real)
@@ -452,32 +470,31 @@ class TrafficSim:
         # ----- gates (reservations) -----
         if self.has_gates:
             self._gates(idx, s, v, L, typ, same_lane_ahead, signal_now, to_red)
-            gs0 = self.gate_s0[idx]
+            gs0 = P["gate_s0"]
             gated = (~self.granted[idx]) & (gs0 < INF) & (~self.passed[idx])
-            g_stop = np.where(gated, gs0 - s - np.where(is_ped, 0.3, 0.5 * L + 0.5), INF)
+            g_stop = np.where(gated, gs0 - s - P["front"], INF)
         else:
             gated = np.zeros(n, bool)
             g_stop = np.full(n, INF)
 
         # ----- IDM -----
-        v0 = self._desired_speed(idx, s, L, k_cur)  # [n]
-        a, b, T, s0 = self.a[idx], self.b[idx], self.T[idx], self.s0[idx]
-        dyn = v * T
-        dv = v / (2.0 * np.sqrt(a * b))
+        v0 = self._desired_speed(P, s, k_cur)  # [n]
+        a, b = P["a"], P["b"]
+        dyn = v * P["T"]
+        dv = v / P["sab"]
         g = np.stack([g_path, g_cone, g_stop])  # [3, n]
         vl = np.stack([vl_path, vl_cone, np.zeros(n)])  # [3, n]
-        s0s = np.stack([s0, s0, np.where(is_ped, 0.2, 1.0)])  # [3, n]
-        ss = s0s + np.maximum(0.0, dyn + dv * (v - vl))  # [3, n] desired gaps
+        ss = P["s0s"] + np.maximum(0.0, dyn + dv * (v - vl))  # [3, n] desired gaps
         acc_int = -a * ((ss / np.maximum(g, 0.05)) ** 2).max(0)  # [n]
         ratio = v / np.maximum(v0, 0.1)
         acc_free = np.where(ratio <= 1.0, a * (1.0 - ratio**4), -b * np.minimum(1.0, ratio - 1.0))
         noise = self.noise[idx] * 0.85 + self.rng.standard_normal(n) * 0.53
         self.noise[idx] = noise
-        acc = np.clip(acc_free + acc_int + self.sigma[idx] * noise, -9.0, a * 1.3)  # [n]
+        acc = np.clip(acc_free + acc_int + P["sigma"] * noise, -9.0, P["a_max"])  # [n]
 
         # ----- integrate exactly at constant acceleration (stopping inside the step) -----
         t_stop = np.where(acc < 0, np.minimum(DT_SIM, v / np.maximum(-acc, 1e-9)), DT_SIM)  # [n]
-        end = self.path_len[idx] - np.where(is_ped, 0.3, 0.5 * L + 0.5)
+        end = P["end"]
         for j in range(SUB):
             tj = np.minimum(j * DT, t_stop)
             sj = s + v * tj + 0.5 * acc * tj * tj
@@ -493,7 +510,7 @@ class TrafficSim:
         self.s[idx] = s + v * ts + 0.5 * acc * ts * ts
         self.v[idx] = np.maximum(0.0, v + acc * ts)
         if gated.any():
-            conn = self.conn[idx]
+            conn = P["conn"]
             near = gated & (conn >= 0) & self.conn_stop[np.maximum(conn, 0)] & (self.v[idx] < 0.3) & (g_stop < 4.0)
             self.stopped_t[idx[near]] += DT_SIM
 
@@ -503,17 +520,17 @@ class TrafficSim:
             self._release(int(i))
             if not self.ever_logged[i]:
                 self.counts[int(self.type[i])] -= 1  # left during warm-up: never a track
-        self.alive[gone] = False
+        if gone.size:
+            self.alive[gone] = False
+            self._ver += 1
 
-    def _desired_speed(self, idx, s, L, k_cur):
+    def _desired_speed(self, P, s, k_cur):
         """IDM desired speed: the lowest limit ahead reachable with comfortable braking."""
-        C, lim = self.C[idx], self.lim[idx]  # [n, K]
-        dist = np.maximum(0.0, C - s[:, None] - 0.5 * L[:, None])  # [n, K]
-        allowed = np.sqrt(lim**2 + 2.0 * 1.2 * dist)  # [n, K]
-        ahead = np.arange(self.K)[None, :] >= k_cur[:, None]
-        allowed = np.where(ahead & (C < INF), allowed, INF)
-        allowed[np.arange(idx.size), k_cur] = lim[np.arange(idx.size), k_cur]
-        return allowed.min(1) * self.v0f[idx]
+        C, lim = P["C"], P["lim"]  # [n, K]
+        dist = np.maximum(0.0, C - (s + P["half_L"])[:, None])  # [n, K] (0 on the current lane)
+        allowed = np.sqrt(lim * lim + 2.4 * dist)  # [n, K]
+        ahead = (self._kk[0] >= k_cur[:, None]) & P["Cfin"]
+        return np.where(ahead, allowed, INF).min(1) * P["v0f"]
 
     # ------------------------------------------------------------------ reservations
     def _release(self, i: int) -> None:
