@@ -4,7 +4,8 @@ and an animated GIF per rollout.
 Conventions (paper figures 4-7): the SDC is blue, other agents white/grey by type, the log
 is drawn as transparent boxes and simulated agents as solid boxes; lanes controlled by a
 traffic signal are coloured by its state at the frame's step; flagged events (collision,
-offroad, red-light run) are outlined in red from the step they happen.
+offroad, red-light run) are outlined in magenta (distinct from red signal lanes) from the step
+they happen.
 
 Drawing uses matplotlib's Agg canvas. The map is rasterised once per view and reused as
 the background of every frame, so a 91-frame, 128-agent GIF costs a few seconds.
@@ -50,7 +51,7 @@ AGENT_COLOURS = {
     AgentType.UNSET: "#bbbbbb",
 }
 SDC_COLOUR = "#2f7bf5"
-EVENT_COLOUR = "#ff2020"
+EVENT_COLOUR = "#ff2bd6"  # magenta: not to be confused with red (STOP) signal lanes
 BACKGROUND = "#1d1f24"
 
 
@@ -242,7 +243,8 @@ class SceneRenderer:
             flagged = set(int(r) for r in event_rows)
             edge = [EVENT_COLOUR if int(r) in flagged else "black" for r in rows]
         if solid:
-            ax.add_collection(PolyCollection(corners, facecolors=colours, edgecolors=edge, linewidths=1.2, alpha=0.95, zorder=7))
+            widths = [2.0 if e == EVENT_COLOUR else 1.2 for e in edge]
+            ax.add_collection(PolyCollection(corners, facecolors=colours, edgecolors=edge, linewidths=widths, alpha=0.95, zorder=7))
             # heading tick: centre -> front
             front = np.stack([x + np.cos(h) * length / 2, y + np.sin(h) * length / 2], axis=-1)  # [n_rows, 2]
             centre = np.stack([x, y], axis=-1)
