@@ -95,8 +95,17 @@ def kinematics(pos: torch.Tensor, heading: torch.Tensor):
     return speed, accel, dh, d2h
 
 
+def _pair_geometry(xy: torch.Tensor, valid: torch.Tensor, n_eval: int):
+    """Centre distances of evaluated agents to all agents. xy [B, N, T, 2] -> [B, E, N, T], pair validity."""
+    e = n_eval
+    d = xy[:, None] - xy[:, :e, None]  # [B, E, N, T, 2]
+    centre_d = torch.sqrt(d[..., 0] * d[..., 0] + d[..., 1] * d[..., 1])  # [B, E, N, T]
+    return centre_d
+
+
 def distance_to_nearest_object(
-    xy: torch.Tensor, heading: torch.Tensor, length: torch.Tensor, width: torch.Tensor, valid: torch.Tensor, n_eval: int
+    xy: torch.Tensor, heading: torch.Tensor, length: torch.Tensor, width: torch.Tensor, valid: torch.Tensor, n_eval: int,
+    centre_d: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Official `compute_distance_to_nearest_object` (2-D rounded boxes).
 
@@ -112,24 +121,21 @@ def distance_to_nearest_object(
     core_l = length - 2.0 * shrink  # [N]
     core_w = width - 2.0 * shrink  # [N]
     radius = 0.5 * torch.sqrt(core_l**2 + core_w**2)  # [N]
-    corners = box_corners_2d(
-        xy[..., 0], xy[..., 1], heading, core_l[None, :, None].expand(b, n, t), core_w[None, :, None].expand(b, n, t)
-    )  # [B, N, T, 4, 2]
-    centre_d = torch.linalg.vector_norm(xy[:, :e, None] - xy[:, None], dim=-1)  # [B, E, N, T]
-    lb = centre_d - (radius + shrink)[None, :e, None, None] - (radius + shrink)[None, None, :, None]  # [B, E, N, T]
+    if centre_d is None:
+        centre_d = _pair_geometry(xy, valid, e)
     pair_ok = valid[:, :e, None] & valid[:, None]  # [B, E, N, T]
     eye = torch.eye(e, n, dtype=torch.bool, device=xy.device)[None, :, :, None]
     pair_ok = pair_ok & ~eye
     inf = torch.tensor(float("inf"), device=xy.device)
-    lb = torch.where(pair_ok, lb, inf)
-
     # Exact pruning: the core-to-core distance is at most the centre distance, so the minimum
-    # over others is <= ub = min(|dc| - shrinks); only pairs whose lower bound is <= ub can reach it.
-    ub = torch.where(pair_ok, centre_d - shrink[None, :e, None, None] - shrink[None, None, :, None], inf).amin(2, keepdim=True)  # [B, E, 1, T]
+    # over others is <= ub = min(|dc| - shrinks); only pairs whose lower bound
+    # lb = |dc| - (R + shrink)_a - (R + shrink)_b is <= ub can reach it.
+    ub = torch.where(pair_ok, centre_d - shrink[None, :e, None, None] - shrink[None, None, :, None], inf).amin(2, keepdim=True)
+    lb = centre_d - (radius + shrink)[None, :e, None, None] - (radius + shrink)[None, None, :, None]  # [B, E, N, T]
     cand = pair_ok & (lb <= ub + 1e-4 * (1.0 + ub.abs()))  # [B, E, N, T]
     pb, pe, pn, pt = torch.nonzero(cand, as_tuple=True)  # [P] each
-    ca = corners[pb, pe, pt]  # [P, 4, 2]
-    cb = corners[pb, pn, pt]  # [P, 4, 2]
+    ca = box_corners_2d(xy[pb, pe, pt, 0], xy[pb, pe, pt, 1], heading[pb, pe, pt], core_l[pe], core_w[pe])  # [P, 4, 2]
+    cb = box_corners_2d(xy[pb, pn, pt, 0], xy[pb, pn, pt, 1], heading[pb, pn, pt], core_l[pn], core_w[pn])  # [P, 4, 2]
     d = box_signed_distance(ca, cb) - shrink[pe] - shrink[pn]  # [P]
     row = (pb * e + pe) * t + pt  # [P]
     best = torch.full((b * e * t,), EXTREMELY_LARGE_DISTANCE, dtype=d.dtype, device=xy.device)
@@ -139,39 +145,60 @@ def distance_to_nearest_object(
 
 
 def time_to_collision(
-    xy: torch.Tensor, heading: torch.Tensor, speed2d: torch.Tensor, length: torch.Tensor, width: torch.Tensor, valid: torch.Tensor, n_eval: int
+    xy: torch.Tensor, heading: torch.Tensor, speed2d: torch.Tensor, length: torch.Tensor, width: torch.Tensor, valid: torch.Tensor,
+    n_eval: int, centre_d: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Official `compute_time_to_collision_with_object_in_front`.
 
     xy [B, N, T, 2], heading [B, N, T], speed2d [B, N, T] (2-D central-difference speed, NaN at
     the ends), valid [B, N, T] -> [B, E, T]
+
+    Pruned exactly: a TTC below the 5 s cap needs a leader whose longitudinal gap is below
+    5 s x ego speed (the leader's speed is >= 0), so only others with centre distance
+    < 5 * v_ego + L_ego / 2 + half-diagonal_other (+1 m slack) can change the result; if none
+    of them is a leader, the official value is the cap.
     """
+    b, n, t, _ = xy.shape
     e = n_eval
-    ego_xy, ego_yaw, ego_speed = xy[:, :e], heading[:, :e], speed2d[:, :e]  # [B, E, T, 2], [B, E, T]
+    if centre_d is None:
+        centre_d = _pair_geometry(xy, valid, e)
+    ego_speed = speed2d[:, :e]  # [B, E, T]
+    half_diag = 0.5 * torch.sqrt(length**2 + width**2)  # [N]
+    reach = MAXIMUM_TIME_TO_COLLISION * ego_speed + (length[:e] / 2.0)[None, :, None] + 1.0  # [B, E, T] (NaN -> no candidate)
+    # QUIRK (official): only the other agent's validity is checked, not the ego's.
+    cand = valid[:, None] & (centre_d < reach[:, :, None] + half_diag[None, None, :, None])  # [B, E, N, T]
+    pb, pe, pn, pt = torch.nonzero(cand, as_tuple=True)  # [P]
+    ego_yaw = heading[pb, pe, pt]
     # QUIRK (official): absolute heading difference WITHOUT wrap-around (e.g. -179 vs 179 deg = 358 deg).
-    yaw_diff = torch.abs(heading[:, None] - ego_yaw[:, :, None])  # [B, E, N, T]
+    yaw_diff = torch.abs(heading[pb, pn, pt] - ego_yaw)  # [P]
     cos_d, sin_d = torch.abs(torch.cos(yaw_diff)), torch.abs(torch.sin(yaw_diff))
-    half_l = (length / 2.0)[None, None, :, None]
-    half_w = (width / 2.0)[None, None, :, None]
-    other_long = half_l * cos_d + half_w * sin_d  # [B, E, N, T]
+    half_l, half_w = length[pn] / 2.0, width[pn] / 2.0
+    other_long = half_l * cos_d + half_w * sin_d  # [P]
     other_lat = half_l * sin_d + half_w * cos_d
-    rel = xy[:, None] - ego_xy[:, :, None]  # [B, E, N, T, 2]
-    c, s = torch.cos(-ego_yaw)[:, :, None], torch.sin(-ego_yaw)[:, :, None]  # [B, E, 1, T]
-    rx = c * rel[..., 0] - s * rel[..., 1]
-    ry = s * rel[..., 0] + c * rel[..., 1]
-    long_d = rx - (length[:e] / 2.0)[None, :, None, None] - other_long  # [B, E, N, T]
-    lat = torch.abs(ry) - (width[:e] / 2.0)[None, :, None, None] - other_lat
+    rel = xy[pb, pn, pt] - xy[pb, pe, pt]  # [P, 2]
+    c, s = torch.cos(-ego_yaw), torch.sin(-ego_yaw)
+    rx = c * rel[:, 0] - s * rel[:, 1]
+    ry = s * rel[:, 0] + c * rel[:, 1]
+    long_d = rx - length[pe] / 2.0 - other_long  # [P]
+    lat = torch.abs(ry) - width[pe] / 2.0 - other_lat
     following = (long_d > 0.0) & (yaw_diff <= MAX_HEADING_DIFF) & (lat < 0.0)
     following = following & ((lat < -SMALL_OVERLAP_THRESHOLD) | (yaw_diff <= MAX_HEADING_DIFF_FOR_SMALL_OVERLAP))
-    # QUIRK (official): only the other agent's validity is checked, not the ego's.
-    ok = valid[:, None] & following  # [B, E, N, T]
-    masked = long_d + (1.0 - ok.to(long_d.dtype)) * EXTREMELY_LARGE_DISTANCE
-    j = masked.argmin(dim=2, keepdim=True)  # [B, E, 1, T]
-    dist = masked.gather(2, j)[:, :, 0]  # [B, E, T]
-    ahead_speed = speed2d[:, None].expand(-1, e, -1, -1).gather(2, j)[:, :, 0]  # [B, E, T]
-    rel_speed = ego_speed - ahead_speed
+    row = (pb * e + pe) * t + pt  # [P]
+    inf = torch.full_like(long_d, float("inf"))
+    masked = torch.where(following, long_d, inf)
+    best = torch.full((b * e * t,), float("inf"), device=xy.device).scatter_reduce(0, row, masked, "amin")  # [B*E*T]
+    # Leader = first index among equal minima (tf.argmin).
+    key = torch.where(following & (masked == best[row]), pn, torch.full_like(pn, n))
+    lead = torch.full((b * e * t,), n, dtype=torch.int64, device=xy.device).scatter_reduce(0, row, key, "amin")
+    has = lead < n  # [B*E*T]
+    fb = torch.arange(b, device=xy.device)[:, None, None].expand(b, e, t).reshape(-1)
+    ft = torch.arange(t, device=xy.device)[None, None, :].expand(b, e, t).reshape(-1)
+    ahead_speed = speed2d[fb, lead.clamp(max=n - 1), ft]  # [B*E*T]
+    rel_speed = ego_speed.reshape(-1) - ahead_speed
+    dist = torch.where(has, best, torch.full_like(best, EXTREMELY_LARGE_DISTANCE))
     cap = torch.full_like(dist, MAXIMUM_TIME_TO_COLLISION)
-    return torch.where(rel_speed > 0.0, torch.minimum(dist / rel_speed, cap), cap)
+    ttc = torch.where(has & (rel_speed > 0.0), torch.minimum(dist / rel_speed, cap), cap)
+    return ttc.reshape(b, e, t)
 
 
 def distance_to_road_edge(
@@ -245,11 +272,12 @@ def compute_features(st: SceneTensors, ctx: MapContext) -> dict[str, torch.Tenso
     xy_f = xy[:, :, fut].contiguous()
     head_f = st.heading[:, :, fut].contiguous()
     valid_f = st.valid[:, :, fut]
-    dist_obj = distance_to_nearest_object(xy_f, head_f, st.length, st.width, valid_f, e)
+    centre_d = _pair_geometry(xy_f, valid_f, e)  # [B, E, N, 80]
+    dist_obj = distance_to_nearest_object(xy_f, head_f, st.length, st.width, valid_f, e, centre_d)
     # TTC uses 2-D speeds (z = 0) of every agent; steps cur .. 90 suffice for the future ones.
     zeros = torch.zeros_like(xy[..., :1])
     speed2d = kinematics(torch.cat([xy, zeros], -1), st.heading)[0][:, :, fut]  # [B, N, 80]
-    ttc = time_to_collision(xy_f, head_f, speed2d, st.length, st.width, valid_f, e)
+    ttc = time_to_collision(xy_f, head_f, speed2d, st.length, st.width, valid_f, e, centre_d)
     road = distance_to_road_edge(
         st.pos[:, :e, fut].contiguous(), head_f[:, :e], st.length[:e], st.width[:e], st.height[:e], valid_f[:, :e], ctx.road_edges
     )
