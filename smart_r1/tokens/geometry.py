@@ -127,18 +127,28 @@ def points_to_local(anchor_pose: Array, points: Array) -> Array:
     return _back(torch.stack([c * dx + s * dy, -s * dx + c * dy], dim=-1), was_np)  # [..., K, 2]
 
 
+def _full_corner_dist(target: torch.Tensor, templates: torch.Tensor) -> torch.Tensor:
+    """target [n, P, 2], templates [V, P, 2] -> sum over the P points of the point distance [n, V]."""
+    d = torch.cdist(
+        target.transpose(0, 1).contiguous(), templates.transpose(0, 1).contiguous(), compute_mode="donot_use_mm_for_euclid_dist"
+    )  # [P, n, V]
+    return d.sum(0)
+
+
 def _chunked_argmin_corner_dist(
-    target: torch.Tensor, templates: torch.Tensor, max_elems: int = 1 << 24
+    target: torch.Tensor, templates: torch.Tensor, max_elems: int = 1 << 23
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """target [N, P, 2], templates [V, P, 2] -> (index [N], sum-of-point-distance [N])."""
-    n, v = target.shape[0], templates.shape[0]
-    per_row = max(1, v * templates.shape[1] * 2)
-    chunk = max(1, max_elems // per_row)
+    """target [N, P, 2], templates [V, P, 2] -> (index [N], sum-of-point-distance [N]).
+
+    Brute force over the vocabulary (P pairwise-distance matrices), chunked over N so that at
+    most `max_elems` distances are held at once.
+    """
+    n, v, p = target.shape[0], templates.shape[0], templates.shape[1]
     idx_out = torch.empty(n, dtype=torch.long, device=target.device)  # [N]
     dist_out = torch.empty(n, dtype=target.dtype, device=target.device)  # [N]
+    chunk = max(1, max_elems // max(1, v * p))
     for start in range(0, n, chunk):
-        t = target[start : start + chunk]  # [n_c, P, 2]
-        d = torch.linalg.vector_norm(t[:, None] - templates[None], dim=-1).sum(-1)  # [n_c, V]
+        d = _full_corner_dist(target[start : start + chunk], templates)  # [n_c, V]
         best, arg = d.min(dim=1)  # [n_c]
         idx_out[start : start + chunk] = arg
         dist_out[start : start + chunk] = best
@@ -168,6 +178,7 @@ def closest_token(
     a, was_np = _to_torch(anchor_pose)
     a = a if a.is_floating_point() else a.float()
     tg, _ = _to_torch(target, dtype=a.dtype)
+    tg = tg.to(a.device)
     batch = a.shape[:-1]
     nb = len(batch)
     tail = tuple(tg.shape[nb:])
@@ -181,11 +192,11 @@ def closest_token(
             "expected [*B, 3], [*B, 4, 2], [*B, 5, 3] or [*B, 5, 4, 2]"
         )
     types = torch.as_tensor(np.asarray(agent_type) if not isinstance(agent_type, torch.Tensor) else agent_type)
-    types = torch.broadcast_to(types.to(torch.long), batch).reshape(-1)  # [N]
+    types = torch.broadcast_to(types.to(device=a.device, dtype=torch.long), batch).reshape(-1)  # [N]
     a_flat = a.reshape(-1, 3)  # [N, 3]
     tg_flat = tg.reshape((-1,) + tail)  # [N, 3] or [N, 4, 2]
     vt = types.clone()
-    vt[~torch.isin(vt, torch.tensor(VOCAB_TYPES))] = int(AgentType.VEHICLE)
+    vt[~torch.isin(vt, torch.tensor(VOCAB_TYPES, device=a.device))] = int(AgentType.VEHICLE)
     index = torch.zeros(a_flat.shape[0], dtype=torch.long, device=a.device)  # [N]
     dist = torch.zeros(a_flat.shape[0], dtype=a.dtype, device=a.device)  # [N]
     for t in VOCAB_TYPES:
@@ -217,11 +228,11 @@ def token_poses_global(vocab: "MotionVocab", agent_type: int | Array, anchor_pos
     idx, _ = _to_torch(index)
     batch = a.shape[:-1]
     types = torch.as_tensor(np.asarray(agent_type) if not isinstance(agent_type, torch.Tensor) else agent_type)
-    types = torch.broadcast_to(types.to(torch.long), batch).reshape(-1)  # [N]
-    idx = torch.broadcast_to(idx.to(torch.long), batch).reshape(-1)  # [N]
+    types = torch.broadcast_to(types.to(device=a.device, dtype=torch.long), batch).reshape(-1)  # [N]
+    idx = torch.broadcast_to(idx.to(device=a.device, dtype=torch.long), batch).reshape(-1)  # [N]
     local = torch.full((idx.shape[0], 5, 3), float("nan"), dtype=a.dtype, device=a.device)  # [N, 5, 3]
     vt = types.clone()
-    vt[~torch.isin(vt, torch.tensor(VOCAB_TYPES))] = int(AgentType.VEHICLE)
+    vt[~torch.isin(vt, torch.tensor(VOCAB_TYPES, device=a.device))] = int(AgentType.VEHICLE)
     for t in VOCAB_TYPES:
         sel = torch.nonzero((vt == t) & (idx >= 0)).reshape(-1)  # [n_t]
         if sel.numel():
