@@ -78,11 +78,16 @@ def score_scene(backend: MetricBackend, scene: Scene, rollouts) -> SceneScores:
     return backend.score(scene, rollouts)
 
 
-def evaluate_scene(source: RolloutSource, scene: Scene, backend: MetricBackend, num_rollouts: int, seed: int) -> SceneResult:
-    """Roll out `source` on `scene` and score it (a plain function: no I/O, no Ray)."""
+def evaluate_scene(
+    source: RolloutSource, scene: Scene, backend: MetricBackend, num_rollouts: int, seed: int, on_rollouts=None
+) -> SceneResult:
+    """Roll out `source` on `scene` and score it (a plain function: no I/O, no Ray).
+    `on_rollouts(rollouts)` is called between rolling out and scoring (progress bars)."""
     t0 = time.perf_counter()
     rollouts = source.rollouts(scene, num_rollouts, seed)
     t1 = time.perf_counter()
+    if on_rollouts is not None:
+        on_rollouts(rollouts)
     scores = score_scene(backend, scene, rollouts)
     t2 = time.perf_counter()
     return SceneResult(
@@ -287,6 +292,8 @@ def evaluate(
     if not sources:
         raise ValueError("evaluate: nothing to evaluate (give checkpoints, baseline:<name> or rollouts)")
     sources = unique_names(sources)
+    if not isinstance(scenes, (str, os.PathLike, list, tuple)):
+        scenes = list(scenes)  # an iterator: kept in memory so the report can look scenes up again
     out_dir = Path(out_dir) if out_dir is not None else None
     if scores_path is None:
         if out_dir is None:
@@ -327,12 +334,7 @@ def evaluate(
                     uncovered.setdefault(source.name, []).append(scene.scenario_id)
                     continue
                 try:
-                    t0 = time.perf_counter()
-                    ro = source.rollouts(scene, num_rollouts, seed)
-                    t1 = time.perf_counter()
-                    bar_roll.update(1)
-                    sc = score_scene(metric_backend, scene, ro)
-                    t2 = time.perf_counter()
+                    scene_result = evaluate_scene(source, scene, metric_backend, num_rollouts, seed, on_rollouts=lambda _: bar_roll.update(1))
                 except Exception as err:
                     if fail_fast:
                         raise
@@ -340,8 +342,7 @@ def evaluate(
                     warnings.warn(f"evaluate: {source.name} on scene {scene.scenario_id}: {err}", stacklevel=2)
                     continue
                 bar_score.update(1)
-                result = SceneResult(source.name, sc, ro.n_rollout, seed, ro.n_agent, t1 - t0, t2 - t1, source.kind)
-                row = result.row(backend_name, num_rollouts)
+                row = scene_result.row(backend_name, num_rollouts)
                 store.append([row])
                 done.add(key)
                 n_scored += 1

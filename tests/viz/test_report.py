@@ -144,12 +144,12 @@ def test_cli_evaluate_resumes(synth_eval, capsys):
 
 def test_real_scene_with_submission(real_scenario_path, real_submission_path, tmp_path):
     result = evaluate(
-        [], str(real_scenario_path), backend="fast", num_rollouts=4, rollouts=[str(real_submission_path)],
+        [], str(real_scenario_path), backend="fast", num_rollouts=2, rollouts=[str(real_submission_path)],
         out_dir=tmp_path / "out", report_options=dict(QUICK, gif=False), progress=False,
     )
     assert result.n_scored == 1 and not result.failed
     (row,) = result.rows
-    assert row["scenario_id"] == "637f20cafde22ff8" and row["num_rollouts_scored"] == 4
+    assert row["scenario_id"] == "637f20cafde22ff8" and row["num_rollouts_scored"] == 2
     assert 0.0 < row["metametric"] < 1.0
     md = (result.report_dir / "report.md").read_text()
     assert real_submission_path.name in md and "637f20cafde22ff8" in md

@@ -93,3 +93,19 @@ def test_scene_seed_is_stable():
     assert scene_seed(0, "abc") == scene_seed(0, "abc")
     assert scene_seed(0, "abc") != scene_seed(1, "abc") != scene_seed(0, "abd")
     assert 0 <= scene_seed(123, "x") < 2**31
+
+
+def test_failing_scene_is_reported_not_fatal(synth_scene, tmp_path):
+    """A scene the metrics cannot score (no road edges) is listed in `failed` (the report names it);
+    `fail_fast` raises instead. Scenes may be given as an iterator of `Scene`s."""
+    from smart_r1.data.scene import MapData
+    from smart_r1.eval.evaluate import evaluate
+    from smart_r1.metrics.fast import FastMetricsError
+
+    bare = synth_scene.replace(map=MapData.empty())
+    result = evaluate(["baseline:constant_velocity"], iter([bare]), num_rollouts=2, out_dir=tmp_path, report=False, progress=False)
+    assert result.n_scored == 0 and result.rows == []
+    (msg,) = result.failed["baseline:constant_velocity"].values()
+    assert "road edge" in msg and bare.scenario_id in result.failed["baseline:constant_velocity"]
+    with pytest.raises(FastMetricsError, match="road edge"):
+        evaluate(["baseline:constant_velocity"], [bare], num_rollouts=2, out_dir=tmp_path, report=False, progress=False, fail_fast=True)
