@@ -62,7 +62,10 @@ class MapConfig:
         names = {f.name for f in dataclasses.fields(MapConfig)}
         if "kinds" in d:
             d["kinds"] = tuple(d["kinds"])
-        return MapConfig(**{k: v for k, v in d.items() if k in names})
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"MapConfig: unknown field(s) {unknown}; known: {sorted(names)}")
+        return MapConfig(**d)
 
     def kind_values(self) -> np.ndarray:
         try:

@@ -85,7 +85,14 @@ class VocabConfig:
     @staticmethod
     def from_dict(d: dict) -> "VocabConfig":
         names = {f.name for f in dataclasses.fields(VocabConfig)}
-        return VocabConfig(**{k: v for k, v in d.items() if k in names})
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"VocabConfig: unknown field(s) {unknown}; known: {sorted(names)}")
+        cfg = VocabConfig(**d)
+        from smart_r1.tokens.map_tokens import MapConfig
+
+        MapConfig.from_dict(cfg.map)  # validate the map overrides early
+        return cfg
 
 
 # ----------------------------------------------------------------------------------------------

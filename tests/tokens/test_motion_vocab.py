@@ -107,3 +107,11 @@ def test_synthetic_motions_plausible():
         assert np.isfinite(m).all()
         step = np.linalg.norm(np.diff(np.concatenate([np.zeros((2000, 1, 3)), m], 1)[..., :2], axis=1), axis=-1)
         assert step.max() <= vmax * 0.1 + 1e-4
+
+
+def test_config_from_dict_strict():
+    assert VocabConfig.from_dict({"size": 3, "map": {"vocab_size": 8}}).size == 3
+    with pytest.raises(ValueError, match="sizes"):
+        VocabConfig.from_dict({"sizes": 3})
+    with pytest.raises(ValueError, match="vocab_sizes"):
+        VocabConfig.from_dict({"map": {"vocab_sizes": 3}})
