@@ -96,12 +96,19 @@ class CheckpointSource(RolloutSource):
         return simulate_scenes(self.spec, [scene], num_rollouts=num_rollouts, seed=scene_seed(seed, scene.scenario_id))[0]
 
     def num_parameters(self) -> int | None:
+        """`model.num_parameters()` of the loaded policy when the simulate module offers
+        `load_policy`, else the element count of the checkpoint's model state dict."""
         if self._n_params is None:
             try:
-                from smart_r1.train.checkpoint import Checkpoint
+                try:
+                    from smart_r1.sim.simulate import load_policy
 
-                ckpt = Checkpoint.load(self.spec)
-                self._n_params = int(sum(int(np.prod(v.shape)) for v in ckpt.model.values() if hasattr(v, "shape")))
+                    self._n_params = int(load_policy(self.spec).num_parameters())
+                except ImportError:
+                    from smart_r1.train.checkpoint import Checkpoint
+
+                    ckpt = Checkpoint.load(self.spec)
+                    self._n_params = int(sum(int(np.prod(v.shape)) for v in ckpt.model.values() if hasattr(v, "shape")))
             except Exception as err:  # unreadable: the report shows "-"
                 warnings.warn(f"checkpoint {self.spec!r}: parameter count unavailable ({err})", stacklevel=2)
                 return None
