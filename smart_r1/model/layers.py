@@ -168,7 +168,10 @@ def grouped_neighbors(
     for g in groups:
         qi = torch.nonzero(q_group == g).reshape(-1)  # [nq_g]
         ki = torch.nonzero((k_group == g) & k_valid).reshape(-1)  # [nk_g]
-        d2 = ((q_pos[qi, None, :] - k_pos[None, ki, :]) ** 2).sum(-1)  # [nq_g, nk_g]
+        qx, qy, kx, ky = q_pos[qi, 0], q_pos[qi, 1], k_pos[ki, 0], k_pos[ki, 1]  # [nq_g], [nk_g]
+        dx = qx[:, None] - kx[None, :]  # [nq_g, nk_g]
+        dy = qy[:, None] - ky[None, :]  # [nq_g, nk_g]
+        d2 = dx * dx + dy * dy  # [nq_g, nk_g]
         idx, mask = nearest_within(d2, torch.ones_like(d2, dtype=torch.bool), radius, cap)  # [nq_g, K_g]
         parts.append((qi, ki[idx] if idx.numel() else idx, mask))
     k = max([p[1].shape[1] for p in parts], default=0)
