@@ -148,3 +148,11 @@ def simulate_scenes(
             )
         out.append(ro)
     return out
+
+
+def load_policy(checkpoint: str | os.PathLike, device: str = "cpu") -> torch.nn.Module:
+    """The `SmartModel` of a checkpoint (eval mode; cached like `simulate_scenes`)."""
+    p = Path(checkpoint)
+    if not p.exists():
+        raise FileNotFoundError(f"checkpoint {p} not found")
+    return _cached_simulator(str(p.resolve()), p.stat().st_mtime, str(device)).model
