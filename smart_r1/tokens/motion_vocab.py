@@ -106,20 +106,33 @@ def fix_heading_flips(heading: np.ndarray, valid: np.ndarray, threshold: float =
     heading [n_agent, n_step], valid [n_agent, n_step] -> [n_agent, n_step]. Walking forward in
     time, a valid heading that differs from the previous valid (cleaned) heading, at most
     `max_gap` steps earlier, by more than `threshold` rad (physically impossible in 0.1-0.5 s)
-    is turned by pi. Across longer gaps the logged heading is kept.
+    is turned by pi. Within each run of valid steps linked that way, the labelling that changes
+    fewer steps wins (so a track whose first steps are the flipped ones is fixed at its start,
+    not reversed from then on). Across longer gaps the logged heading is kept.
     """
     h = np.asarray(heading, np.float64).copy()  # [n_agent, n_step]
     n_agent, n_step = h.shape
     prev = np.zeros(n_agent)  # [n_agent]
     last = np.full(n_agent, -(10**6))  # [n_agent] step of the last valid heading
+    flipped = np.zeros((n_agent, n_step), bool)  # [n_agent, n_step]
+    chunk = np.zeros((n_agent, n_step), np.int64)  # [n_agent, n_step] run id of each valid step
+    run = np.zeros(n_agent, np.int64)  # [n_agent]
     for t in range(n_step):
         v = valid[:, t]  # [n_agent]
         near = v & (t - last <= max_gap)  # [n_agent]
+        run = np.where(v & ~near, run + 1, run)
         jump = np.abs(wrap_angle(h[:, t] - prev))  # [n_agent]
         flip = near & (jump > threshold)  # [n_agent]
         h[flip, t] = wrap_angle(h[flip, t] + math.pi)
+        flipped[:, t] = flip  # this step's label was changed
+        chunk[:, t] = run
         prev = np.where(v, h[:, t], prev)
         last = np.where(v, t, last)
+    for a in np.flatnonzero((flipped & valid).any(1)):
+        for r in np.unique(chunk[a][valid[a]]):
+            steps = valid[a] & (chunk[a] == r)  # [n_step]
+            if flipped[a, steps].sum() * 2 > steps.sum():  # most steps were changed: use the other labelling
+                h[a, steps] = wrap_angle(h[a, steps] + math.pi)
     return h.astype(np.float32)
 
 

@@ -94,6 +94,13 @@ def test_fix_heading_flips():
     valid = np.ones((1, 20), bool)
     fixed = fix_heading_flips(h, valid)
     np.testing.assert_allclose(np.cos(fixed - 0.5), 1.0, atol=1e-6)
+    # flipped labels at the start: the start is fixed, the rest kept
+    h3 = np.full((2, 20), -1.0)
+    h3[0, :4] += np.pi
+    h3[1, 12:] += np.pi  # most of the track after step 12 is "flipped": still the minority is changed
+    fixed = fix_heading_flips(h3, np.ones((2, 20), bool))
+    np.testing.assert_allclose(np.cos(fixed[0] + 1.0), 1.0, atol=1e-6)
+    np.testing.assert_allclose(np.cos(fixed[1] + 1.0), 1.0, atol=1e-6)
     # across a long gap the logged heading is kept
     valid[0, 5:15] = False
     h2 = np.full((1, 20), 0.5)
