@@ -113,8 +113,9 @@ def test_agent_counts_within_config():
     for lo, hi in ((8, 12), (20, 40)):
         cfg = SynthConfig(min_agents=lo, max_agents=hi)
         for i in range(4):
-            n = len(generate_scenario(7, i, cfg).tracks)
-            assert lo <= n <= hi, (lo, hi, n)
+            sc = generate_scenario(7, i, cfg)
+            assert lo <= len(sc.tracks) <= hi, (lo, hi, len(sc.tracks))
+            assert 2 <= len(sc.tracks_to_predict) <= 8
     sc = generate_scenario(7, 0, SynthConfig(min_agents=128, max_agents=128))
     assert len(sc.tracks) == 128
 

@@ -82,6 +82,14 @@ def _select_agents(log: TrafficLog, rng: np.random.Generator, config: SynthConfi
     pool = pool[pool != sdc]
     pool = np.concatenate([rng.permutation(pool[veh[pool]]), rng.permutation(pool[~veh[pool]])])
     k = int(rng.integers(config.min_tracks_to_predict, config.max_tracks_to_predict + 1))
+    if pool.size < config.min_tracks_to_predict:  # small scenes: relax motion, then type
+        road = veh | (typ == int(AgentType.CYCLIST))
+        for extra in (np.flatnonzero(valid[:, cur] & road), np.flatnonzero(valid[:, cur])):
+            extra = extra[(extra != sdc) & ~np.isin(extra, pool)]
+            extra = extra[np.argsort(-valid[extra, cur:].sum(1), kind="stable")]
+            pool = np.concatenate([pool, extra[: config.min_tracks_to_predict - pool.size]])
+            if pool.size >= config.min_tracks_to_predict:
+                break
     ttp = sorted(int(i) for i in pool[:k])
     ooi: list[int] = []
     if len(ttp) >= 2 and rng.random() < 0.5:

@@ -204,6 +204,7 @@ def build_corridor(
     total = s[-1]
     h_fwd, h_bwd = n_fwd * w, n_bwd * w
     cw_w = float(rng.uniform(3.0, 4.5))
+    sw = float(rng.uniform(2.2, 3.0))  # sidewalk line beyond the road edge
     cw = -1
     if crosswalk_at is not None:
         c0, c1 = crosswalk_at - cw_w / 2, crosswalk_at + cw_w / 2
@@ -218,13 +219,13 @@ def build_corridor(
         # crossing walkers: from one sidewalk to the other across the crosswalk
         mid = np.array([np.interp(crosswalk_at, s, center[:, 0]), np.interp(crosswalk_at, s, center[:, 1])])
         for side in (1.0, -1.0):
-            a_off = (h_bwd + 2.0) if side > 0 else -(h_fwd + 2.0)
-            b_off = -(h_fwd + 2.0) if side > 0 else (h_bwd + 2.0)
+            a_off = (h_bwd + sw) if side > 0 else -(h_fwd + sw)
+            b_off = -(h_fwd + sw) if side > 0 else (h_bwd + sw)
             a, b = mid + nrm * a_off, mid + nrm * b_off
             path = geo.line(a, b, 0.5)
             edge_a = abs(a_off) - (h_bwd if side > 0 else h_fwd)
             width = h_fwd + h_bwd
-            rm.crossing_paths.append(crossing_path(path, edge_a - 1.0, edge_a + width + 0.8, cw))
+            rm.crossing_paths.append(crossing_path(path, edge_a - 0.6, edge_a + width + 0.8, cw))
 
     def lane_pieces(offset: float, forward: bool) -> list[np.ndarray]:
         pts = geo.offset_polyline(center, offset)
@@ -254,7 +255,6 @@ def build_corridor(
     add_lane_lines(rm, center, n_fwd, n_bwd, w, two_way=n_bwd > 0)
     rm.road_edges.append((int(RoadEdgeType.BOUNDARY), geo.offset_polyline(center, -h_fwd)))
     rm.road_edges.append((int(RoadEdgeType.BOUNDARY), geo.offset_polyline(center, h_bwd)[::-1]))
-    sw = float(rng.uniform(1.8, 3.0))
     rm.sidewalks.append(geo.offset_polyline(center, -h_fwd - sw))
     rm.sidewalks.append(geo.offset_polyline(center, h_bwd + sw))
 
@@ -302,7 +302,7 @@ def build_junction(
     cw_w = float(rng.uniform(3.0, 4.5))
     r_stop = [r_m[k] + (cw_w + 1.5 if k in crosswalk_arms else 1.0) for k in range(na)]
     r_far = [r_stop[k] + arm_length * float(rng.uniform(0.85, 1.15)) for k in range(na)]
-    sw = float(rng.uniform(1.8, 3.0))
+    sw = float(rng.uniform(2.2, 3.0))  # sidewalk line beyond the road edge
 
     def pt(k: int, r: float, lat: float) -> np.ndarray:
         return u[k] * r + nrm[k] * lat
@@ -339,7 +339,7 @@ def build_junction(
                 path = np.concatenate([geo.line(pt(k, r0, lat_a), pt(k, rc, lat_a), 0.5)[:-1], geo.line(pt(k, rc, lat_a), pt(k, rc, lat_b), 0.5)[:-1], geo.line(pt(k, rc, lat_b), pt(k, r1, lat_b), 0.5)])
                 edge_a = (r0 - rc) + sw
                 width = h_in[k] + h_out[k]
-                rm.crossing_paths.append(crossing_path(path, edge_a - 1.0, edge_a + width + 0.8, crosswalk_of[k]))
+                rm.crossing_paths.append(crossing_path(path, edge_a - 0.6, edge_a + width + 0.8, crosswalk_of[k]))
         for lat in (h_in[k] + sw, -(h_out[k] + sw)):
             rm.sidewalks.append(geo.line(pt(k, r_m[k] + 1.0, lat), pt(k, r_far[k], lat)))
         if k in stop_arms:

@@ -59,14 +59,22 @@ class _PathBank:
     def __init__(self) -> None:
         self.xy: list[np.ndarray] = []
         self.head: list[np.ndarray] = []
+        self.lat_scale: list[np.ndarray] = []
         self.meta: list[dict] = []
         self.offset = 0
 
     def add(self, pts: np.ndarray, lane_idx: list[int], lane_start: list[float], **meta) -> int:
         pts = geo.resample(pts, PATH_DS)  # [m, 2]
         head = np.unwrap(geo.tangent_headings(pts))  # [m]
+        # lateral offsets fade out in tight turns (a cyclist keeps clear of the corner curb)
+        curv = np.abs(np.gradient(head)) / PATH_DS  # [m] 1/m
+        scale = np.clip(1.0 - 12.0 * curv, 0.0, 1.0)
+        win = np.ones(21) / 21.0
+        scale = np.convolve(np.pad(scale, 10, mode="edge"), win, mode="valid")  # [m] smooth over ~10 m
+        scale = np.minimum(scale, np.convolve(np.pad(scale, 10, mode="edge"), win, mode="valid"))
         self.xy.append(pts)
         self.head.append(head)
+        self.lat_scale.append(scale)
         self.meta.append(dict(off=self.offset, n=pts.shape[0], length=(pts.shape[0] - 1) * PATH_DS, lanes=lane_idx, starts=lane_start, **meta))
         self.offset += pts.shape[0]
         return len(self.meta) - 1
@@ -74,6 +82,7 @@ class _PathBank:
     def pack(self) -> None:
         self.XY = np.concatenate(self.xy, axis=0)  # [n_total, 2]
         self.H = np.concatenate(self.head, axis=0)  # [n_total]
+        self.LS = np.concatenate(self.lat_scale, axis=0)  # [n_total]
 
 
 class TrafficSim:
@@ -203,7 +212,7 @@ class TrafficSim:
             self.v0f[i] = 1.0
             self.T[i], self.s0[i], self.a[i], self.b[i] = rng.uniform(0.6, 1.2), rng.uniform(0.5, 1.0), 0.8, 1.5
             self.sigma[i] = rng.uniform(0.02, 0.1)
-            self.lat[i] = -rng.uniform(0.3, 1.0) if lat is None else lat  # keep right
+            self.lat[i] = -rng.uniform(0.3, 0.9) if lat is None else lat  # keep right (clear of walkers waiting at the curb)
         self.path_off[i], self.path_n[i], self.path_len[i] = m["off"], m["n"], m["length"]
         k = len(m["lanes"])
         self.R[i] = -1
@@ -398,7 +407,7 @@ class TrafficSim:
         xy = self.bank.XY[g0] * (1 - t)[:, None] + self.bank.XY[g0 + 1] * t[:, None]  # [n, 2]
         h0 = self.bank.H[g0]
         h = h0 + (self.bank.H[g0 + 1] - h0) * t  # [n]
-        lat = self.lat[idx]
+        lat = self.lat[idx] * (self.bank.LS[g0] * (1 - t) + self.bank.LS[g0 + 1] * t)
         xy[:, 0] -= np.sin(h) * lat  # lateral offset to the left: -right * lat
         xy[:, 1] += np.cos(h) * lat
         return xy, h
