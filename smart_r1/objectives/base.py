@@ -104,7 +104,8 @@ def gather_logprob(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     return logp.gather(-1, tokens.clamp_min(0).unsqueeze(-1)).squeeze(-1)  # [...]
 
 
-def run_rollout(model, batch, n_rollout: int, sampler: str, sampler_params: dict, generator: torch.Generator | None):
+def run_rollout(model, batch, n_rollout: int, sampler: str, sampler_params: dict, generator: torch.Generator | None,
+                catk_target: bool = False):
     """Closed-loop rollout through the simulator API (`smart_r1.sim.rollout`), no grad.
 
     The simulator seeds each rollout's own stream from one integer; it is drawn from
@@ -112,7 +113,10 @@ def run_rollout(model, batch, n_rollout: int, sampler: str, sampler_params: dict
     """
     import inspect
 
-    from smart_r1.sim import rollout as rollout_fn  # late import: the sim package is optional for BC
+    try:  # late import: the sim package is optional for BC
+        from smart_r1.sim import rollout as rollout_fn
+    except ImportError:
+        from smart_r1.sim.engine import rollout as rollout_fn
 
     g = generator if generator is not None else torch.Generator().manual_seed(0)
     seed = int(torch.randint(0, 2**62, (1,), generator=g))
@@ -120,6 +124,8 @@ def run_rollout(model, batch, n_rollout: int, sampler: str, sampler_params: dict
     kwargs = {"n_rollout": n_rollout, "sampler": sampler}
     if "return_logprobs" in params:
         kwargs["return_logprobs"] = True
+    if "catk_target" in params:
+        kwargs["catk_target"] = bool(catk_target)
     if "sampler_kwargs" in params:
         kwargs["sampler_kwargs"] = dict(sampler_params)
     else:
@@ -312,12 +318,12 @@ def score_metrics(all_scores) -> dict[str, float]:
     out: dict[str, float] = {}
     if not all_scores:
         return out
-    out["realism/metametric"] = float(np.mean([s.metametric for s in all_scores]))
+    out["realism/metametric"] = float(np.nanmean([s.metametric for s in all_scores]))
     for k in all_scores[0].likelihoods:
-        out[f"realism/{k}"] = float(np.mean([s.likelihoods[k] for s in all_scores]))
+        out[f"realism/{k}"] = float(np.nanmean([s.likelihoods[k] for s in all_scores]))
     for k in all_scores[0].groups():
-        out[f"realism/{k}"] = float(np.mean([s.groups()[k] for s in all_scores]))
-    out["realism/min_ade"] = float(np.mean([s.min_average_displacement_error for s in all_scores]))
+        out[f"realism/{k}"] = float(np.nanmean([s.groups()[k] for s in all_scores]))
+    out["realism/min_ade"] = float(np.nanmean([s.min_average_displacement_error for s in all_scores]))
     return out
 
 
@@ -360,7 +366,8 @@ class RLObjective(Objective):
         state["_backend"] = None
         return state
 
-    def advantages(self, rewards: torch.Tensor) -> torch.Tensor | None:
+    def advantages(self, rewards: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor | None:
+        """[R, n_scene] advantages from rewards (valid: [R, n_scene] finite rewards), or None."""
         return None
 
     def collect(self, policy, inputs: TrainBatch, generator=None, reference=None) -> Experience:
@@ -378,22 +385,32 @@ class RLObjective(Objective):
         return run_rollout(policy, inputs.batch, self.n_rollout, self.sampler, self.sampler_params, generator)
 
     def make_experience(self, inputs: TrainBatch, rb, rewards, all_scores=None) -> Experience:
-        """rewards: [R, n_scene] (tensor or array, per rollout after the reward mode)."""
+        """rewards: [R, n_scene] (tensor or array, per rollout after the reward mode).
+
+        Non-finite rewards (a backend that cannot score a scene, e.g. no valid evaluated agent)
+        do not enter the loss: their tokens are masked out (`extras["reward_valid"]`) and
+        counted in `reward/nonfinite`; never silently turned into a number.
+        """
         rewards = torch.as_tensor(np.asarray(rewards), dtype=torch.float32)  # [R, n_scene]
-        adv = self.advantages(rewards)
+        valid = torch.isfinite(rewards)  # [R, n_scene]
+        rewards = torch.where(valid, rewards, torch.zeros_like(rewards))
+        adv = self.advantages(rewards, valid)
+        ok = rewards[valid]
         metrics = {
-            "reward/mean": float(rewards.mean()),
-            "reward/std": float(rewards.std(unbiased=False)),
-            "reward/min": float(rewards.min()),
-            "reward/max": float(rewards.max()),
+            "reward/mean": float(ok.mean()) if ok.numel() else float("nan"),
+            "reward/std": float(ok.std(unbiased=False)) if ok.numel() else float("nan"),
+            "reward/min": float(ok.min()) if ok.numel() else float("nan"),
+            "reward/max": float(ok.max()) if ok.numel() else float("nan"),
+            "reward/nonfinite": float((~valid).sum()),
         }
         if adv is not None:
-            metrics["advantage/mean"] = float(adv.mean())
-            metrics["advantage/std"] = float(adv.std(unbiased=False))
+            metrics["advantage/mean"] = float(adv[valid].mean()) if ok.numel() else float("nan")
+            metrics["advantage/std"] = float(adv[valid].std(unbiased=False)) if ok.numel() else float("nan")
         if all_scores:
             metrics.update(score_metrics(all_scores))
         metrics.update(motion_guards(inputs.batch, rb, inputs.train_mask))
-        return Experience(inputs=inputs, rollout=rb, rewards=rewards, advantages=adv, metrics=metrics)
+        return Experience(inputs=inputs, rollout=rb, rewards=rewards, advantages=adv, metrics=metrics,
+                          extras={"reward_valid": valid})
 
     def _policy_and_ref_logprobs(self, policy, experience, reference):
         rb = experience.rollout
@@ -404,6 +421,9 @@ class RLObjective(Objective):
         with torch.no_grad():
             logp_ref = rollout_future_logprobs(reference, batch, rb)  # [R, n_agent, 16]
         mask = future_token_mask(rb, experience.inputs.train_mask)  # [R, n_agent, 16]
+        valid = experience.extras.get("reward_valid")
+        if valid is not None:
+            mask = mask & per_token_from_scene(valid.to(mask.device), batch.agent_scene, mask.shape[-1])
         return logp, logp_ref, mask
 
 

@@ -41,7 +41,7 @@ class ClosedLoopSFT(Objective):
         self.sampler = sampler
 
     def collect(self, policy, inputs, generator=None, reference=None) -> Experience:
-        rb = run_rollout(policy, inputs.batch, self.n_rollout, self.sampler, {"k": self.top_k}, generator)
+        rb = run_rollout(policy, inputs.batch, self.n_rollout, self.sampler, {"k": self.top_k}, generator, catk_target=True)
         return Experience(inputs=inputs, rollout=rb)
 
     def loss(self, policy, experience, reference=None):

@@ -66,6 +66,9 @@ class DPO(RLObjective):
         worst = rewards.argmin(0)  # [n_scene]
         scenes = torch.arange(inputs.n_scene, device=logp.device)
         distinct = rewards[best, scenes] > rewards[worst, scenes]  # [n_scene] ties give no pair
+        valid = experience.extras.get("reward_valid")
+        if valid is not None:
+            distinct = distinct & valid.to(distinct.device).all(0)  # a scene with an unscored rollout gives no pair
         if not bool(distinct.any()):
             zero = logp.sum() * 0.0
             return zero, {"loss": 0.0, "n_pair": 0.0}

@@ -32,7 +32,14 @@ class GRPO(RLObjective):
         self.beta = float(beta)
         self.clip_eps = float(clip_eps)
 
-    def advantages(self, rewards):
+    def advantages(self, rewards, valid=None):
+        if valid is not None and not bool(valid.all()):
+            # Normalise each group over its finite rewards only.
+            v = valid.float()  # [G, n_scene]
+            n = v.sum(0, keepdim=True).clamp_min(1.0)
+            mean = (rewards * v).sum(0, keepdim=True) / n
+            std = (((rewards - mean) ** 2) * v).sum(0, keepdim=True).div(n).sqrt()
+            return (rewards - mean) / (std + 1e-6) * v
         return group_normalized_advantages(rewards)  # [G, n_scene]
 
     def loss(self, policy, experience, reference=None):

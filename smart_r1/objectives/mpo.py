@@ -67,7 +67,7 @@ class MPO(RLObjective):
         """Calibration result: alpha = mean reward of the starting policy + alpha_offset."""
         self.alpha = float(mean_reward) + self.alpha_offset
 
-    def advantages(self, rewards: torch.Tensor) -> torch.Tensor | None:
+    def advantages(self, rewards: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor | None:
         if self.alpha is None:
             return None  # calibration pass: rewards only
         return rewards - self.alpha  # [R, n_scene] eq. 3

@@ -210,8 +210,11 @@ class Trainer:
             inputs = make_inputs(self.train, idx, self.vocab, self.cfg.data.max_train_agents, self.cfg.data.train_radius_m)
             gen = torch.Generator().manual_seed(derive_seed(self.cfg.seed, stage_index, "calibrate", i))
             exp = objective.collect(state.model, inputs, generator=gen, reference=state.reference)
-            rewards.append(exp.rewards.flatten())
-        alpha = float(torch.cat(rewards).mean())
+            rewards.append(exp.rewards[exp.extras["reward_valid"]].flatten())
+        allr = torch.cat(rewards)
+        if allr.numel() == 0:
+            raise ValueError(f"stage {self.cfg.stages[stage_index].name!r}: alpha calibration got no finite reward")
+        alpha = float(allr.mean())
         objective.set_alpha(alpha)
         return alpha
 
