@@ -389,16 +389,22 @@ def kdisks_vocab(
 # ----------------------------------------------------------------------------------------------
 
 
+def scene_digest(scene: Scene) -> str:
+    """sha256 of one scene's agent data (id, types, states, validity)."""
+    h = hashlib.sha256()
+    h.update(scene.scenario_id.encode())
+    for a in (scene.agent_id, scene.agent_type, scene.agent_states, scene.agent_valid):
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+def combine_digests(digests: Iterable[str]) -> str:
+    return hashlib.sha256("".join(sorted(digests)).encode()).hexdigest()[:16]
+
+
 def data_hash(scenes: Iterable[Scene]) -> str:
     """Order-independent hash of the scenes' agent data (ids, types, states, validity)."""
-    digests = []
-    for s in scenes:
-        h = hashlib.sha256()
-        h.update(s.scenario_id.encode())
-        for a in (s.agent_id, s.agent_type, s.agent_states, s.agent_valid):
-            h.update(np.ascontiguousarray(a).tobytes())
-        digests.append(h.hexdigest())
-    return hashlib.sha256("".join(sorted(digests)).encode()).hexdigest()[:16]
+    return combine_digests(scene_digest(s) for s in scenes)
 
 
 class MotionVocab:
@@ -512,19 +518,22 @@ def build_motion_vocab(scenes: Iterable[Scene], config: VocabConfig | None = Non
     """k-disks motion vocabulary (and map-segment vocabulary) from `scenes` (see module docstring)."""
     config = config or VocabConfig()
     t_start = time.perf_counter()
+    cpu_start = time.process_time()
     rng = np.random.default_rng([config.seed, 1])
     pool: dict[int, tuple[np.ndarray, np.ndarray]] = {
         t: (np.zeros(0), np.zeros((0, STEPS_PER_TOKEN, 3), np.float32)) for t in VOCAB_TYPES
     }
     counts = {t: {"n_windows": 0, "n_dropped_implausible": 0} for t in VOCAB_TYPES}
-    scene_list: list[Scene] = []
+    digests: list[str] = []
+    scenario_ids: list[str] = []
     map_pool = None
     if config.build_map_vocab:
         from smart_r1.tokens.map_tokens import MapSegmentPool, MapVocabConfig
 
         map_pool = MapSegmentPool(MapVocabConfig.from_dict(config.map), seed=config.seed)
     for scene in tqdm(scenes, desc="vocab samples", unit="scene", disable=not progress):
-        scene_list.append(scene)
+        digests.append(scene_digest(scene))
+        scenario_ids.append(scene.scenario_id)
         windows = scene_motion_windows(scene, VOCAB_TYPES, config)
         for t, (local, n_win, n_drop) in windows.items():
             counts[t]["n_windows"] += n_win
@@ -539,12 +548,14 @@ def build_motion_vocab(scenes: Iterable[Scene], config: VocabConfig | None = Non
             pool[t] = (k_all, s_all)
         if map_pool is not None:
             map_pool.add(scene)
-    dhash = data_hash(scene_list)
+    if not digests:
+        raise ValueError("build_motion_vocab: no scenes to build the vocabulary from")
+    dhash = combine_digests(digests)
 
     poses_out: dict[int, np.ndarray] = {}
     types_meta: dict[str, dict] = {}
     for t in VOCAB_TYPES:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         real = pool[t][1]  # [n_real, 5, 3]
         n_syn = max(0, config.min_samples - real.shape[0], int(math.ceil(config.synthetic_fraction * real.shape[0])))
         syn = synthetic_motions(t, n_syn, config.seed) if n_syn else np.zeros((0, STEPS_PER_TOKEN, 3), np.float32)
@@ -558,6 +569,7 @@ def build_motion_vocab(scenes: Iterable[Scene], config: VocabConfig | None = Non
         poses_out[t] = poses
         info.update(counts[t], n_real_samples=int(real.shape[0]), n_synthetic_samples=int(n_syn), size=int(len(centres)))
         info["build_seconds"] = round(time.perf_counter() - t0, 3)
+        info["build_cpu_seconds"] = round(time.process_time() - c0, 3)
         types_meta[TYPE_NAMES[t]] = info
 
     map_segments, map_meta = None, {}
@@ -566,11 +578,12 @@ def build_motion_vocab(scenes: Iterable[Scene], config: VocabConfig | None = Non
     meta = {
         "config": config.to_dict(),
         "data_hash": dhash,
-        "n_scenes": len(scene_list),
-        "scenario_ids_sample": sorted(s.scenario_id for s in scene_list)[:20],
+        "n_scenes": len(digests),
+        "scenario_ids_sample": sorted(scenario_ids)[:20],
         "types": types_meta,
         "map": map_meta,
         "box_size": {TYPE_NAMES[t]: list(TOKEN_BOX_SIZE[t]) for t in VOCAB_TYPES},
         "build_seconds": round(time.perf_counter() - t_start, 3),
+        "build_cpu_seconds": round(time.process_time() - cpu_start, 3),  # this process, all threads
     }
     return MotionVocab(poses_out, meta, map_segments)

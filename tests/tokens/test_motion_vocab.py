@@ -122,3 +122,8 @@ def test_config_from_dict_strict():
         VocabConfig.from_dict({"sizes": 3})
     with pytest.raises(ValueError, match="vocab_sizes"):
         VocabConfig.from_dict({"map": {"vocab_sizes": 3}})
+
+
+def test_build_without_scenes_is_an_error():
+    with pytest.raises(ValueError, match="no scenes"):
+        build_motion_vocab([], VocabConfig(size=8), progress=False)
