@@ -42,7 +42,7 @@ if backend == "fast":
     if threads:
         torch.set_num_threads(threads)
     from smart_r1.metrics.fast import FastBackend
-    fb = FastBackend(device=device)
+    fb = FastBackend(device=device, num_threads=None)
     t = time.perf_counter(); s = fb.score(scene, ro); out["cold_s"] = time.perf_counter() - t
     times = []
     for _ in range(repeats):

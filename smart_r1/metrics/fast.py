@@ -234,11 +234,24 @@ def _likelihoods(feats: dict[str, torch.Tensor], log_valid: torch.Tensor, is_veh
 
 @register_backend("fast")
 class FastBackend(MetricBackend):
-    """Vectorised torch WOSAC metrics. `device`: "cuda" / "cpu" / None (CUDA when available)."""
+    """Vectorised torch WOSAC metrics. `device`: "cuda" / "cpu" / None (CUDA when available).
 
-    def __init__(self, config_year: int = 2025, device: str | torch.device | None = None, cache_size: int = 64, per_rollout: bool = True):
+    `num_threads`: torch intra-op threads while scoring on CPU (restored afterwards). Default 1:
+    the work is many small kernels, and on a shared 2-core box two threads were measured ~7x
+    slower than one; parallelise across processes (Ray workers) instead. None: leave torch's setting.
+    """
+
+    def __init__(
+        self,
+        config_year: int = 2025,
+        device: str | torch.device | None = None,
+        cache_size: int = 64,
+        per_rollout: bool = True,
+        num_threads: int | None = 1,
+    ):
         super().__init__(config_year)
         self.device = torch.device(device) if device is not None else _default_device()
+        self.num_threads = num_threads
         self.per_rollout = per_rollout
         self._cache: OrderedDict[str, MapContext] = OrderedDict()
         self._cache_size = cache_size
@@ -261,8 +274,19 @@ class FastBackend(MetricBackend):
         st = build_scene_tensors(scene, rollouts, self.device)
         return compute_features(st, self.map_context(scene))
 
-    @torch.no_grad()
     def score_detailed(self, scene: Scene, rollouts: Rollouts, keep_features: bool = False) -> FastResult:
+        old = torch.get_num_threads()
+        set_threads = self.num_threads is not None and self.device.type == "cpu" and self.num_threads != old
+        if set_threads:
+            torch.set_num_threads(self.num_threads)
+        try:
+            with torch.no_grad():
+                return self._score_detailed(scene, rollouts, keep_features)
+        finally:
+            if set_threads:
+                torch.set_num_threads(old)
+
+    def _score_detailed(self, scene: Scene, rollouts: Rollouts, keep_features: bool) -> FastResult:
         st = build_scene_tensors(scene, rollouts, self.device)
         ctx = self.map_context(scene)
         feats = compute_features(st, ctx)
