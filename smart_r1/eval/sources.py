@@ -96,14 +96,15 @@ class CheckpointSource(RolloutSource):
         return simulate_scenes(self.spec, [scene], num_rollouts=num_rollouts, seed=scene_seed(seed, scene.scenario_id))[0]
 
     def num_parameters(self) -> int | None:
-        """`model.num_parameters()` of the loaded policy when the simulate module offers
-        `load_policy`, else the element count of the checkpoint's model state dict."""
+        """`num_parameters()` of the model `smart_r1.sim.simulate.load_simulator` rebuilds, else
+        the element count of the checkpoint's model state dict."""
         if self._n_params is None:
             try:
                 try:
-                    from smart_r1.sim.simulate import load_policy
+                    from smart_r1.sim.simulate import load_simulator
 
-                    self._n_params = int(load_policy(self.spec).num_parameters())
+                    model = load_simulator(self.spec).model
+                    self._n_params = int(model.num_parameters() if hasattr(model, "num_parameters") else sum(p.numel() for p in model.parameters()))
                 except ImportError:
                     from smart_r1.train.checkpoint import Checkpoint
 
