@@ -79,7 +79,9 @@ def _report(args) -> int:
     per_scene = []
     n_map = 0
     t0 = time.perf_counter()
-    for scene in iter_scenes(args.scenes):
+    from tqdm import tqdm
+
+    for scene in tqdm(iter_scenes(args.scenes), desc="tokenize", unit="scene", file=sys.stderr):
         ts = tok.tokenize(scene)
         n_map += ts.n_map_token
         per_scene.append(reconstruction_error(scene, ts, vocab))
