@@ -213,12 +213,22 @@ def _ragged_argmin(points_xy: torch.Tensor, cell: float, lower_bound, upper_boun
     )
     centres = (cells[first].to(torch.float32) + 0.5) * cell  # [n_cell, 2]
     half_diag = cell * math.sqrt(0.5)
-    lb = lower_bound(centres)  # [n_cell, n_seg]
-    thr = upper_bound(centres, lb).amin(-1) + 2 * half_diag + margin  # [n_cell]
-    is_cand = lb <= thr[:, None]  # [n_cell, n_seg]
-    k = int(is_cand.sum(-1).max().item())
-    lb_c = torch.where(is_cand, lb, torch.full_like(lb, float("inf")))
-    sorted_lb, sorted_seg = torch.topk(lb_c, k, dim=-1, largest=False, sorted=True)  # [n_cell, k]
+    # Cells in chunks so the [cells, segments] bound matrix stays small (~4M entries).
+    thr_parts, lb_parts, seg_parts = [], [], []
+    for sl in _chunks(int(centres.shape[0]), max(1, 4_000_000 // max(1, n_seg))):
+        lb = lower_bound(centres[sl])  # [n_chunk, n_seg]
+        thr = upper_bound(centres[sl], lb).amin(-1) + 2 * half_diag + margin  # [n_chunk]
+        is_cand = lb <= thr[:, None]  # [n_chunk, n_seg]
+        k = int(is_cand.sum(-1).max().item())
+        lb_c = torch.where(is_cand, lb, torch.full_like(lb, float("inf")))
+        top_lb, top_seg = torch.topk(lb_c, k, dim=-1, largest=False, sorted=True)  # [n_chunk, k]
+        thr_parts.append(thr)
+        lb_parts.append(top_lb)
+        seg_parts.append(top_seg)
+    k = max(int(x.shape[1]) for x in lb_parts)
+    thr = torch.cat(thr_parts)  # [n_cell]
+    sorted_lb = torch.cat([torch.nn.functional.pad(x, (0, k - x.shape[1]), value=float("inf")) for x in lb_parts])  # [n_cell, k]
+    sorted_seg = torch.cat([torch.nn.functional.pad(x, (0, k - x.shape[1]), value=0) for x in seg_parts])  # [n_cell, k]
     dist_pc = torch.linalg.vector_norm(points_xy - centres[inverse], dim=-1)  # [n_point]
     rows = torch.arange(n_point, device=device)
     upper = value_fn(rows, sorted_seg[inverse, 0])  # [n_point] U: value of the cell's lowest-lb segment
