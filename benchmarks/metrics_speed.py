@@ -73,13 +73,24 @@ def load_case(case: str):
         sc, scene = load_real_scene()
         return sc, scene, load_real_submission_rollouts()
     if case == "large":
-        from smart_r1.data.synth.config import SynthConfig
-        from smart_r1.data.synth.generator import generate_scenario
+        from waymo_open_dataset.protos import scenario_pb2
 
-        sc = generate_scenario(7, 0, SynthConfig(min_agents=LARGE_AGENTS, max_agents=LARGE_AGENTS, max_tracks_to_predict=8))
+        path = os.environ.get("SMART_R1_BENCH_LARGE_SCENARIO", "")
+        if path and os.path.exists(path):  # the parent's scene: every child scores the very same one
+            sc = scenario_pb2.Scenario()
+            sc.ParseFromString(Path(path).read_bytes())
+        else:
+            sc = make_large_scenario()
         scene = scenario_to_scene(sc)
         return sc, scene, policy_rollouts(scene, "const_vel_noise", 32, seed=1)
     raise ValueError(f"unknown case {case!r}")
+
+
+def make_large_scenario():
+    from smart_r1.data.synth.config import SynthConfig
+    from smart_r1.data.synth.generator import generate_scenario
+
+    return generate_scenario(7, 0, SynthConfig(min_agents=LARGE_AGENTS, max_agents=LARGE_AGENTS, max_tracks_to_predict=8))
 
 
 def run_child(backend: str, case: str, repeats: int = 5, device: str = "cpu", threads: int = 0, timeout: float = 3600) -> dict:
@@ -126,6 +137,12 @@ def main(argv=None) -> int:
     ap.add_argument("--readme", action="store_true", help="append the table to benchmarks/README.md")
     ap.add_argument("--json", default="")
     args = ap.parse_args(argv)
+    import tempfile
+
+    tmp = tempfile.NamedTemporaryFile(suffix=".binproto", delete=False)
+    tmp.write(make_large_scenario().SerializeToString())
+    tmp.close()
+    os.environ["SMART_R1_BENCH_LARGE_SCENARIO"] = tmp.name
     results = []
     for case in args.cases.split(","):
         for th in args.threads:
@@ -136,8 +153,13 @@ def main(argv=None) -> int:
             r = run_child("official", case)
             print(json.dumps(r), flush=True)
             results.append(r)
+    os.unlink(tmp.name)
     table = format_rows(results)
     print(table)
+    for case in {r["case"] for r in results}:
+        metas = {r["backend"]: r["metametric"] for r in results if r["case"] == case}
+        if "official" in metas and "fast" in metas:
+            print(f"{case}: |fast - official| meta metric = {abs(metas['fast'] - metas['official']):.2e}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
     if args.readme:
