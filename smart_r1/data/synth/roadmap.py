@@ -201,7 +201,6 @@ def build_corridor(
     """
     center = geo.resample(center, 1.0)
     s = geo.arc_length(center)
-    total = s[-1]
     h_fwd, h_bwd = n_fwd * w, n_bwd * w
     cw_w = float(rng.uniform(3.0, 4.5))
     sw = float(rng.uniform(2.2, 3.0))  # sidewalk line beyond the road edge

@@ -137,7 +137,7 @@ class TrafficSim:
             pseudo += 1
         self.bank.pack()
         self.K = max(len(m["lanes"]) for m in self.bank.meta)
-        # ----- agent arrays (capacity) -----
+        # ----- agent arrays: one slot per agent ever created, [cap] unless noted -----
         cap = 2 * n_target + 32
         self.cap = cap
         f = lambda v=0.0: np.full(cap, v, np.float64)  # noqa: E731
@@ -212,7 +212,7 @@ class TrafficSim:
             self.v0f[i] = 1.0
             self.T[i], self.s0[i], self.a[i], self.b[i] = rng.uniform(0.6, 1.2), rng.uniform(0.5, 1.0), 0.8, 1.5
             self.sigma[i] = rng.uniform(0.02, 0.1)
-            self.lat[i] = -rng.uniform(0.3, 0.9) if lat is None else lat  # keep right (clear of walkers waiting at the curb)
+            self.lat[i] = -rng.uniform(0.35, 0.9) if lat is None else lat  # keep right (clear of walkers waiting at the curb)
         self.path_off[i], self.path_n[i], self.path_len[i] = m["off"], m["n"], m["length"]
         k = len(m["lanes"])
         self.R[i] = -1
@@ -407,7 +407,9 @@ class TrafficSim:
         xy = self.bank.XY[g0] * (1 - t)[:, None] + self.bank.XY[g0 + 1] * t[:, None]  # [n, 2]
         h0 = self.bank.H[g0]
         h = h0 + (self.bank.H[g0 + 1] - h0) * t  # [n]
-        lat = self.lat[idx] * (self.bank.LS[g0] * (1 - t) + self.bank.LS[g0 + 1] * t)
+        fade = self.type[idx] != PED  # walkers keep their side (they pass each other); riders fade in turns
+        ls = self.bank.LS[g0] * (1 - t) + self.bank.LS[g0 + 1] * t  # [n]
+        lat = self.lat[idx] * np.where(fade, ls, 1.0)
         xy[:, 0] -= np.sin(h) * lat  # lateral offset to the left: -right * lat
         xy[:, 1] += np.cos(h) * lat
         return xy, h
@@ -440,7 +442,7 @@ class TrafficSim:
             return
         pos, hd = self._pose(idx)  # [n, 2], [n]
         s, v = self.s[idx], self.v[idx]  # [n]
-        L, W, typ, is_ped = P["L"], P["W"], P["typ"], P["is_ped"]
+        L, W, typ = P["L"], P["W"], P["typ"]
 
         # ----- path leaders: agents ahead on a lane of the follower's route -----
         C, R = P["C"], P["R"]  # [n, K]

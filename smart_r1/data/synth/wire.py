@@ -62,9 +62,9 @@ def encode_track_states(
     rec = np.zeros(n, STATE_DTYPE)
     rec["tag"] = _tag(3, _WT_LEN)
     rec["len"] = 59
-    for f, name in ((2, "center_x"), (3, "center_y"), (4, "center_z")):
+    for f in (2, 3, 4):
         rec[f"t{f}"] = _tag(f, _WT_F64)
-    for f, name in ((5, "length"), (6, "width"), (7, "height"), (8, "heading"), (9, "velocity_x"), (10, "velocity_y")):
+    for f in (5, 6, 7, 8, 9, 10):
         rec[f"t{f}"] = _tag(f, _WT_F32)
     rec["t11"] = _tag(11, _WT_VARINT)
     rec["center_x"], rec["center_y"], rec["center_z"] = x, y, z
