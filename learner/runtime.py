@@ -180,6 +180,37 @@ class EpochReport:
         return out
 
 
+class _InOrder:
+    """Holds finished batches and releases them in work-id (= dispatch) order. Without it a
+    batch dispatched later could overtake an earlier one and push the earlier one's lag past
+    the bound. `None` marks a work item that produces no update (all scenes bad / unscored)."""
+
+    def __init__(self):
+        self.held: dict[int, Any] = {}
+        self.next = 0
+
+    def put(self, work_id: int, item) -> None:
+        self.held[work_id] = item
+
+    def _advance(self) -> None:
+        while self.next in self.held and self.held[self.next] is None:
+            del self.held[self.next]
+            self.next += 1
+
+    def ready(self) -> bool:
+        self._advance()
+        return self.next in self.held
+
+    def pop(self):
+        self._advance()
+        item = self.held.pop(self.next)
+        self.next += 1
+        return item
+
+    def __len__(self) -> int:
+        return sum(1 for v in self.held.values() if v is not None)
+
+
 def _seed(base: int, epoch: int, work_id: int) -> int:
     return int(hashlib.sha1(f"{base}:{epoch}:{work_id}".encode()).hexdigest()[:8], 16)
 
@@ -244,7 +275,7 @@ class DistributedRuntime:
         todo = collections.deque(enumerate(chunks))
 
         waiting: dict[int, dict] = {}  # work id -> {"result": RolloutResult, "rewards": {}, "expect": set}
-        to_learn: collections.deque = collections.deque()
+        to_learn = _InOrder()  # batches go to the learner in dispatch order (keeps the lag bound exact)
         learner_refs: dict = {}
         emit = on_event or (lambda kind, obj: None)
 
@@ -267,8 +298,8 @@ class DistributedRuntime:
             rollouts.dispatch()
             scoring.dispatch()
             # 2. feed the learner
-            while to_learn and len(learner_refs) < c.max_pending_updates:
-                result, rewards = to_learn.popleft()
+            while to_learn.ready() and len(learner_refs) < c.max_pending_updates:
+                result, rewards = to_learn.pop()
                 learner_refs[self.learner.update.remote(result, rewards)] = result.work_id
             # 3. wait for anything
             pending = rollouts.refs() + scoring.refs() + list(learner_refs)
@@ -327,6 +358,8 @@ class DistributedRuntime:
             rep.bad_scenes[sid] = reason
             progress.update(1)
         if not result.scene_ids:
+            if learn:
+                to_learn.put(result.work_id, None)
             return
         waiting[result.work_id] = {"result": result, "rewards": {}, "expect": set(result.scene_ids)}
         for sid in result.scene_ids:
@@ -358,8 +391,9 @@ class DistributedRuntime:
                     # a scene of the batch could not be scored: the batch has no complete reward; skip it
                     rep.n_dropped_batches += 1
                     rep.n_dropped_scenes += len(result.scene_ids)
+                    to_learn.put(work_id, None)
                 else:
-                    to_learn.append((result, entry["rewards"]))
+                    to_learn.put(work_id, (result, entry["rewards"]))
 
     def _on_update(self, out: dict, rep: EpochReport) -> None:
         rep.policy_lags.append(int(out["policy_lag"]))
@@ -398,4 +432,4 @@ class DistributedRuntime:
 def _progress(total: int, desc: str):
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, unit="scene", leave=False, mininterval=2.0)
+    return tqdm(total=total, desc=desc, unit="scene", leave=False, mininterval=2.0, disable=None)

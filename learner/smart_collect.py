@@ -39,6 +39,9 @@ from learner.weights import WeightStore, state_to_numpy
 log = logging.getLogger(__name__)
 
 
+_BATCH = "__inputs.batch__"  # placeholder for a RolloutBatch field holding the input AgentBatch
+
+
 def _to_numpy(obj):
     import torch
 
@@ -75,6 +78,8 @@ def concat_agent_axis(parts: list[dict], n_agents: list[int]) -> dict:
             out[k] = np.concatenate(vals, axis=1)
         elif isinstance(v0, np.ndarray) and v0.ndim >= 1 and all(v.shape[0] == n for v, n in zip(vals, n_agents)):
             out[k] = np.concatenate(vals, axis=0)
+        elif isinstance(v0, str) and v0 == _BATCH:
+            out[k] = v0
         elif isinstance(v0, list) and len(parts) > 1:
             out[k] = [x for v in vals for x in v]
         else:
@@ -125,6 +130,9 @@ class SmartRolloutWorker:
         rb = objective.rollout(self.model, inputs, gen)
         per_scene = [rb.to_rollouts(s) for s in range(len(inputs.scenario_ids))]
         cls_path, fields = rollout_batch_to_numpy(rb)
+        for k, v in fields.items():  # the inputs themselves are not sent back (the learner has them)
+            if v is inputs.batch or isinstance(v, type(inputs.batch)):
+                fields[k] = _BATCH
         return {"cls": cls_path, "fields": fields, "rollouts": per_scene, "version": self.version,
                 "seconds": time.perf_counter() - t0, "pid": os.getpid()}
 
@@ -282,6 +290,7 @@ class DistributedCollector:
         cls_path = parts[0]["cls"]
         n_agents = [int(ch.batch.agent_scene.shape[0]) for ch in chunks]
         fields = concat_agent_axis([parts[c]["fields"] for c in range(len(chunks))], n_agents) if len(chunks) > 1 else parts[0]["fields"]
+        fields = {k: (inputs.batch if isinstance(v, str) and v == _BATCH else v) for k, v in fields.items()}
         device = inputs.batch.agent_scene.device
         rb = rollout_batch_from_numpy(cls_path, fields, device)
         # The logged history tokens must line up with the batch's agents.

@@ -41,6 +41,13 @@ class WeightStore:
             self._version, self._refs, self._published_at = int(version), refs, time.time()
         return self._version
 
+    def publish_value(self, version: int, state: dict) -> int:
+        """Publish weights sent by value: the store owns the object, so it outlives the sender
+        (Ray Train workers exit at the end of `fit`)."""
+        if version > self._version:
+            return self.publish(version, [ray.put(state)])
+        return self._version
+
     def latest(self) -> tuple[int, list, float]:
         return self._version, self._refs, self._published_at
 

@@ -88,7 +88,14 @@ class RolloutWorker:
 
     def info(self) -> dict:
         return {"pid": os.getpid(), "version": self.version, "weight_loads": self.n_weight_loads, "wait_seconds": self.wait_seconds,
-                "weight_load_seconds": self.weight_load_seconds, "rss_bytes": _rss()}
+                "weight_load_seconds": self.weight_load_seconds, "rss_bytes": _rss(), "cpu_seconds": _cpu()}
+
+
+def _cpu() -> float:
+    import psutil
+
+    t = psutil.Process().cpu_times()
+    return float(t.user + t.system)
 
 
 def _rss() -> int:

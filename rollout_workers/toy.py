@@ -164,3 +164,20 @@ class ToyWorkload(Workload):
 
     def load_learner_state_dict(self, opt, state):
         opt.load_state_dict(state)
+
+
+@register_workload("model_preset")
+class ModelPresetWorkload(Workload):
+    """A SMART-R1 model of a preset as the policy (weight-broadcast benchmark); no rollout."""
+
+    def __init__(self, preset: str = "tiny", vocab_size: int = 2048, map_vocab_size: int = 1024, torch_threads: int = 1):
+        self.preset, self.vocab_size, self.map_vocab_size = preset, vocab_size, map_vocab_size
+        torch.set_num_threads(torch_threads)
+
+    def make_policy(self):
+        from smart_r1.model.presets import get_preset
+        from smart_r1.model.smart import SmartModel
+
+        torch.manual_seed(0)
+        n = self.vocab_size
+        return SmartModel(get_preset(self.preset), {"vehicle": n, "pedestrian": n, "cyclist": n, "map": self.map_vocab_size})

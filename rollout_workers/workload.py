@@ -23,7 +23,7 @@ from typing import Any, Callable
 import numpy as np
 
 _WORKLOADS: dict[str, Callable[..., "Workload"]] = {}
-_BUILTIN_MODULES = {"toy": "rollout_workers.toy", "smart_r1": "learner.smart_workload"}
+_BUILTIN_MODULES = {"toy": "rollout_workers.toy", "model_preset": "rollout_workers.toy"}
 
 
 def register_workload(name: str):

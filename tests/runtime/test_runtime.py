@@ -119,3 +119,36 @@ def test_actor_kills_exactly_once_scoring(ray_local, tmp_path):
         assert sorted(rep2.scores) == sorted(ids[:8])
     finally:
         rt.shutdown()
+
+
+@pytest.mark.slow
+def test_torch_trainer_one_worker_same_update_path(ray_local, tmp_path):
+    """Ray Train TorchTrainer (1 CPU worker) runs the same LearnerCore update as the single
+    learner: same batches -> same weights, published with versions to the WeightStore."""
+    ray = ray_local
+    from learner.learner import LearnerCore
+    from learner.train_dp import run_data_parallel
+    from learner.weights import WeightStore
+    from rollout_workers.rollout_actor import RolloutWorker
+
+    worker = RolloutWorker(TOY, None, "local", 1, "cpu")
+    items = []
+    for k in range(3):
+        res = worker.rollout(k, [f"s{k}a", f"s{k}b"], seed=k)
+        rewards = {s: worker.workload.score(s, res.scoring[s])[0] for s in res.scene_ids}
+        items.append((res, rewards))
+    store = WeightStore.remote()
+    run_data_parallel(TOY, items, num_workers=1, weight_store=store, cpus_per_worker=0.5,
+                      storage_path=str(tmp_path / "train"))
+    version, refs, _ = ray.get(store.latest.remote())
+    assert version == 3
+    dp_weights = ray.get(refs[0])
+
+    single = LearnerCore(TOY, device="cpu")
+    for res, rewards in items:
+        single.apply(res, rewards)
+    ref_weights = single.weights()
+    assert set(dp_weights) == set(ref_weights)
+    for k in ref_weights:
+        np.testing.assert_allclose(dp_weights[k], ref_weights[k], rtol=1e-5, atol=1e-6)
+    ray.kill(store)
