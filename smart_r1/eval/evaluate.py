@@ -3,9 +3,10 @@ score with a WOSAC backend, keep the per-scene results in Parquet, and write the
 
 - `evaluate_scene(source, scene, backend, num_rollouts, seed) -> SceneResult` is the unit of
   work: a plain function (the Ray runtime distributes it over actors).
-- `ScoreStore`: one Parquet file of per-(source, scene) results, rewritten atomically after
-  every scene, so a killed run loses at most the scene in flight; on re-run, scenes already in
-  the file (same source, backend, config year, rollout count and seed) are skipped.
+- `ScoreStore`: one Parquet file of per-(source, scene) results, rewritten atomically as scenes
+  finish (every scene while the file is small; spaced out as it grows so writing stays ~10 % of
+  the run; always on exit, errors and Ctrl-C included); on re-run, scenes already in the file
+  (same source, backend, config year, rollout count and seed) are skipped.
 - `evaluate(checkpoints, scenes, backend, ...)` drives the loop (progress bars on rollouts
   and scoring), then builds the report folder (`smart_r1.viz.report.build_report`), and with
   a tracker logs scalars as metrics and the report + scores as artifacts.
@@ -103,11 +104,21 @@ def evaluate_scene(
 
 
 class ScoreStore:
-    """Per-scene results in one Parquet file (atomic rewrite per append)."""
+    """Per-scene results in one Parquet file, rewritten atomically (temp file + rename).
 
-    def __init__(self, path: str | os.PathLike):
+    `add` keeps rows in memory; `maybe_flush` writes them when the time since the last write is at
+    least `overhead_factor` times what that write took (every scene while the file is small, less
+    often as it grows, so writing stays a small fraction of the run); `flush` writes now. A run
+    killed hard loses at most the rows since the last write; `evaluate` flushes on every exit path.
+    """
+
+    def __init__(self, path: str | os.PathLike, overhead_factor: float = 10.0):
         self.path = Path(path)
         self.rows: list[dict] = []
+        self.overhead_factor = float(overhead_factor)
+        self._dirty = False
+        self._last_write_end = 0.0
+        self._last_write_cost = 0.0
         if self.path.exists():
             import pyarrow.parquet as pq
 
@@ -126,15 +137,31 @@ class ScoreStore:
     def done_keys(self) -> set[tuple]:
         return {self.key(r) for r in self.rows}
 
-    def append(self, rows: Sequence[dict]) -> None:
+    def add(self, rows: Sequence[dict]) -> None:
         keys = {self.key(r) for r in rows}
         self.rows = [r for r in self.rows if self.key(r) not in keys] + list(rows)
+        self._dirty = True
+
+    def append(self, rows: Sequence[dict]) -> None:
+        """Add and write now."""
+        self.add(rows)
         self.write()
+
+    def maybe_flush(self) -> bool:
+        if self._dirty and time.perf_counter() - self._last_write_end >= self.overhead_factor * self._last_write_cost:
+            self.write()
+            return True
+        return False
+
+    def flush(self) -> None:
+        if self._dirty:
+            self.write()
 
     def write(self) -> None:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
+        t0 = time.perf_counter()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         table = pa.Table.from_pylist(self.rows, schema=_schema()) if self.rows else _schema().empty_table()
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
@@ -147,6 +174,9 @@ class ScoreStore:
             if os.path.exists(tmp):
                 os.unlink(tmp)
             raise
+        self._dirty = False
+        self._last_write_end = time.perf_counter()
+        self._last_write_cost = self._last_write_end - t0
 
     def select(self, backend: str, config_year: int, num_rollouts: int, seed: int, sources: Iterable[str] | None = None) -> list[dict]:
         names = None if sources is None else set(sources)
@@ -343,13 +373,15 @@ def evaluate(
                     continue
                 bar_score.update(1)
                 row = scene_result.row(backend_name, num_rollouts)
-                store.append([row])
+                store.add([row])
+                store.maybe_flush()
                 done.add(key)
                 n_scored += 1
                 if tracker is not None:
                     tracker.log_metrics({f"scene/{slug(source.name)}/metametric": row["metametric"]}, step=step)
                 step += 1
     finally:
+        store.flush()
         bar_roll.close()
         bar_score.close()
         if hasattr(metric_backend, "close") and not isinstance(backend, MetricBackend):

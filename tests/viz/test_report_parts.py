@@ -109,3 +109,33 @@ def test_failing_scene_is_reported_not_fatal(synth_scene, tmp_path):
     assert "road edge" in msg and bare.scenario_id in result.failed["baseline:constant_velocity"]
     with pytest.raises(FastMetricsError, match="road edge"):
         evaluate(["baseline:constant_velocity"], [bare], num_rollouts=2, out_dir=tmp_path, report=False, progress=False, fail_fast=True)
+
+
+def test_scores_written_before_a_crash_are_kept(synth_scene, tmp_path):
+    """The run dies on its second scene: the first scene's row is on disk, and the re-run skips it."""
+    from smart_r1.data.scene import MapData
+    from smart_r1.eval.evaluate import ScoreStore, evaluate
+    from smart_r1.metrics.fast import FastMetricsError
+
+    bare = synth_scene.replace(map=MapData.empty(), scenario_id="no_road_edges")
+    with pytest.raises(FastMetricsError):
+        evaluate(["baseline:constant_velocity"], [synth_scene, bare], num_rollouts=2, out_dir=tmp_path, report=False,
+                 progress=False, fail_fast=True)
+    (row,) = ScoreStore(tmp_path / "scores.parquet").rows
+    assert row["scenario_id"] == synth_scene.scenario_id and row["source"] == "baseline:constant_velocity"
+    again = evaluate(["baseline:constant_velocity"], [synth_scene], num_rollouts=2, out_dir=tmp_path, report=False, progress=False)
+    assert again.n_scored == 0 and again.n_skipped == 1 and len(again.rows) == 1
+
+
+def test_store_spaces_out_writes(tmp_path):
+    from smart_r1.eval.evaluate import ScoreStore
+
+    store = ScoreStore(tmp_path / "s.parquet", overhead_factor=1e9)
+    row = {"source": "a", "scenario_id": "x", "backend": "fast", "config_year": 2025, "num_rollouts": 2, "seed": 0, "metametric": 0.5}
+    store.add([row])
+    assert store.maybe_flush()  # first write: nothing to amortise yet
+    store.add([dict(row, scenario_id="y")])
+    assert not store.maybe_flush()  # the last write's cost x 1e9 has not passed
+    assert len(ScoreStore(tmp_path / "s.parquet").rows) == 1
+    store.flush()
+    assert {r["scenario_id"] for r in ScoreStore(tmp_path / "s.parquet").rows} == {"x", "y"}
