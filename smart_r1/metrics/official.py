@@ -120,9 +120,18 @@ def _compute_official(scenario_bytes: bytes, scenario_rollouts_bytes: bytes, con
     else:  # fewer rollouts were explicitly allowed by the caller: same checks minus the count
         for joint in scenario_rollouts.joint_scenes:
             submission_specs.validate_joint_scene(joint, scenario, submission_specs.ChallengeType.SIM_AGENTS)
+    import resource
+
     t0 = time.perf_counter()
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
     result = metrics.compute_scenario_metrics_for_bundle(config, scenario, scenario_rollouts)
-    return {"metrics": result.SerializeToString(), "seconds": time.perf_counter() - t0}
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    return {
+        "metrics": result.SerializeToString(),
+        "seconds": time.perf_counter() - t0,  # wall
+        "cpu_user_seconds": r1.ru_utime - r0.ru_utime,
+        "cpu_system_seconds": r1.ru_stime - r0.ru_stime,
+    }
 
 
 def _tcmalloc_loaded() -> bool:
@@ -325,7 +334,8 @@ class OfficialBackend(MetricBackend):
         self._config_bytes = load_config(config_year).SerializeToString()
         self._worker = _Worker(use_tcmalloc=tcmalloc, log_path=worker_log)
         self._finalizer = weakref.finalize(self, _close_worker, self._worker)
-        self.last_seconds: float | None = None  # official compute time of the last scene
+        self.last_seconds: float | None = None  # official compute wall time of the last scene
+        self.last_cpu_seconds: dict | None = None  # {"user": s, "system": s} of the last scene
 
     # -- lifecycle --
     def close(self) -> None:
@@ -388,6 +398,7 @@ class OfficialBackend(MetricBackend):
         from waymo_open_dataset.protos import sim_agents_metrics_pb2
 
         self.last_seconds = float(reply["seconds"])
+        self.last_cpu_seconds = {"user": float(reply["cpu_user_seconds"]), "system": float(reply["cpu_system_seconds"])}
         result = sim_agents_metrics_pb2.SimAgentMetrics.FromString(reply["metrics"])
         return metrics_proto_to_scores(result, self.config_year)
 
