@@ -150,12 +150,12 @@ def test_synthetic_matches_stored_official(backend, entry):
 @pytest.mark.slow
 @pytest.mark.official
 def test_live_official_vs_fast_small_scene(backend):
-    """Runs the official code now (in-process) on the smallest parity scene, 8 perturbed rollouts."""
+    """Runs the official code now (in-process) on the smallest parity scene, 4 perturbed rollouts."""
     if not SYNTH:
         pytest.fail("no synthetic parity fixtures")
     entry = min(SYNTH, key=lambda e: e["n_sim_agents"])
     sc, scene, _, _ = load_fixture_case(entry)
-    ro = policy_rollouts(scene, "perturbed", n_rollout=8, seed=7)
+    ro = policy_rollouts(scene, "perturbed", n_rollout=4, seed=7)
     official = official_scores(sc, ro)
     assert_parity(_flat(backend.score(scene, ro)), official, f"live {entry['scenario_id']}")
     assert np.isfinite(official["metametric"])
