@@ -157,3 +157,18 @@ def test_real_scene_with_submission(real_scenario_path, real_submission_path, tm
     png = tmp_path / "report.png"
     chromium_screenshot(result.report_dir / "report.html", png, tmp_path)
     assert_non_blank_png(png)
+
+
+def test_embedded_images_make_one_file(synth_eval, tmp_path):
+    from smart_r1.viz.report import build_report
+
+    root, shard, result = synth_eval
+    report = build_report(result, scenes=str(shard), out_dir=tmp_path, num_rollouts=4, render=False, embed_images=True, progress=False)
+    html = (report / "report.html").read_text()
+    srcs = re.findall(r'src="([^"]+)"', html)
+    assert len(srcs) == 2 and all(s.startswith("data:image/png;base64,") for s in srcs)
+    import base64
+    import io
+
+    with Image.open(io.BytesIO(base64.b64decode(srcs[0].split(",", 1)[1]))) as img:
+        assert img.format == "PNG"
