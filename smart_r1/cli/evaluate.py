@@ -1,4 +1,4 @@
-"""`smart-r1 evaluate`: roll out checkpoints / baselines (or take existing rollouts), score
+r"""`smart-r1 evaluate`: roll out checkpoints / baselines (or take existing rollouts), score
 them with the WOSAC metrics, and write a report folder.
 
     smart-r1 evaluate --checkpoint runs/a/checkpoints/last.pt --checkpoint baseline:constant_velocity \

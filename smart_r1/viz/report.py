@@ -25,7 +25,6 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from smart_r1.metrics.base import LIKELIHOOD_FIELDS, RATE_FIELDS
 from smart_r1.metrics.leaderboard import COLUMNS
 
 # Column of the report table: (field, header, higher_is_better)
