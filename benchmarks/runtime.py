@@ -86,7 +86,10 @@ def rft_loop(spec: dict, n_scenes: int, scenes_per_task: int, epochs: int, max_p
         rt.run_epoch(ids[: 4 * scenes_per_task], epoch=0)  # warm-up
         ray.get(rt.learner.reset_timing.remote())
         t0 = time.perf_counter()
-        reps = [rt.run_epoch(ids, epoch=e + 1) for e in range(epochs)]
+        reps, rss = [], []
+        for e in range(epochs):
+            reps.append(rt.run_epoch(ids, epoch=e + 1))
+            rss.append(psutil.Process().memory_info().rss / 2**20)  # driver RSS after each epoch
         wall = time.perf_counter() - t0
         stats = ray.get(rt.learner.stats.remote())
         info = rt.actor_info()
@@ -105,6 +108,9 @@ def rft_loop(spec: dict, n_scenes: int, scenes_per_task: int, epochs: int, max_p
                        "rollout actor": max(i["rss_bytes"] for i in info["rollout"]) / 2**20,
                        "scorer actor": max(i["rss_bytes"] for i in info["scorer"]) / 2**20},
             "rollout_wait_s": sum(i.get("wait_seconds", 0.0) for i in info["rollout"]),
+            "driver_rss_mb_per_epoch": rss,
+            "object_store_used_mb": (ray.cluster_resources().get("object_store_memory", 0)
+                                     - ray.available_resources().get("object_store_memory", 0)) / 2**20,
         }
     finally:
         rt.shutdown()
@@ -163,6 +169,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--quick", action="store_true")
     p.add_argument("--json", default=None)
+    p.add_argument("--only", choices=["scaling", "rft", "broadcast"], default=None)
     args = p.parse_args(argv)
     ray = _init_ray()
     q = args.quick
@@ -171,9 +178,12 @@ def main(argv=None) -> int:
     res = {"machine": f"{psutil.cpu_count()} CPUs (shared; other jobs running)", "torch_threads_per_actor": 1,
            "rollout_workload": heavy, "rft_workload": rft}
     try:
-        res["rollout_scaling"] = rollout_scaling(heavy, 48 if not q else 16, 8 if not q else 4, 2 if not q else 1)
-        res["rft_loop"] = rft_loop(rft, 64 if not q else 16, 4, 2 if not q else 1, 1)
-        res["broadcast_tiny"] = broadcast_latency(10 if not q else 3)
+        if args.only in (None, "scaling"):
+            res["rollout_scaling"] = rollout_scaling(heavy, 48 if not q else 16, 8 if not q else 4, 2 if not q else 1)
+        if args.only in (None, "rft"):
+            res["rft_loop"] = rft_loop(rft, 64 if not q else 16, 4, 8 if not q else 1, 1)
+        if args.only in (None, "broadcast"):
+            res["broadcast_tiny"] = broadcast_latency(10 if not q else 3)
         res["rss_mb_driver"] = psutil.Process().memory_info().rss / 2**20
     finally:
         ray.shutdown()
