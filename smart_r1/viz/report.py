@@ -346,7 +346,16 @@ def build_report(
         + f"; generated {stamp}"
     )
     legend = "Best value per column in bold (likelihoods / meta: higher is better; minADE: lower is better)."
-    sources_lines = [f"- **{n}**: {sources[n].kind} `{sources[n].spec}`" for n in order]
+    cost = {}
+    for n in order:
+        mine = [r for r in rows if r["source"] == n]
+        if mine:
+            cost[n] = (float(np.mean([r["seconds_rollout"] for r in mine])), float(np.mean([r["seconds_score"] for r in mine])))
+    sources_lines = [
+        f"- **{n}**: {sources[n].kind} `{sources[n].spec}`"
+        + (f" (per scene: rollouts {cost[n][0]:.2f} s, scoring {cost[n][1]:.2f} s)" if n in cost else "")
+        for n in order
+    ]
     extra_lines = []
     for name, ids in (result.uncovered or {}).items():
         extra_lines.append(f"- {name}: no rollouts for {len(ids)} scene(s) (e.g. {', '.join(ids[:3])})")
@@ -385,7 +394,14 @@ def build_report(
         "<h2>Leaderboard</h2>",
         html_table(table),
         f'<p class="meta">{html.escape(legend)}</p>',
-        "<ul>" + "".join(f"<li><b>{html.escape(n)}</b>: {html.escape(sources[n].kind)} <code>{html.escape(sources[n].spec)}</code></li>" for n in order) + "</ul>",
+        "<ul>"
+        + "".join(
+            f"<li><b>{html.escape(n)}</b>: {html.escape(sources[n].kind)} <code>{html.escape(sources[n].spec)}</code>"
+            + (f" (per scene: rollouts {cost[n][0]:.2f} s, scoring {cost[n][1]:.2f} s)" if n in cost else "")
+            + "</li>"
+            for n in order
+        )
+        + "</ul>",
     ]
     if extra_lines:
         h.append("<p>Not scored:</p><ul>" + "".join(f"<li>{html.escape(x[2:])}</li>" for x in extra_lines) + "</ul>")
