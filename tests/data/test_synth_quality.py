@@ -25,7 +25,7 @@ def events():
     from smart_r1.metrics.base import get_backend
 
     backend = get_backend("fast", device="cpu", per_rollout=False)
-    cfg = SynthConfig(max_agents=48)
+    cfg = SynthConfig(max_agents=40)
     per = [log_events(generate_scenario(21, i, cfg), backend) for i in range(N_SCENES)]
     return {k: np.concatenate([p[k] for p in per]) for k in per[0]}
 

@@ -65,7 +65,7 @@ def crossing_path(sharp: np.ndarray, gate_s0: float, gate_s1: float, crosswalk: 
     """A walking path with rounded corners; gate arc lengths are re-measured on the rounded path."""
     s = geo.arc_length(sharp)
     at = lambda d: np.array([np.interp(d, s, sharp[:, 0]), np.interp(d, s, sharp[:, 1])])  # noqa: E731
-    pts = geo.round_corners(sharp, 1.5)
+    pts = geo.round_corners(sharp, 2.5)
     return PedPath(pts, geo.project_arc_length(pts, at(gate_s0)), geo.project_arc_length(pts, at(gate_s1)), crosswalk)
 
 

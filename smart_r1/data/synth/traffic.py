@@ -207,12 +207,17 @@ class TrafficSim:
             self.lat[i] = -(lane_w / 2 - self.W[i] / 2 - rng.uniform(0.35, 0.6))  # right of the lane centre
         else:
             self.L[i] = rng.uniform(0.45, 0.9)
-            self.W[i] = rng.uniform(0.45, 0.9)
+            self.W[i] = float(np.clip(self.L[i] * rng.uniform(0.8, 1.25), 0.45, 0.95))  # roughly square
             self.Hgt[i] = rng.uniform(1.5, 1.95)
             self.v0f[i] = 1.0
-            self.T[i], self.s0[i], self.a[i], self.b[i] = rng.uniform(0.6, 1.2), rng.uniform(0.5, 1.0), 0.8, 1.5
+            self.T[i], self.s0[i], self.a[i], self.b[i] = rng.uniform(0.6, 1.2), rng.uniform(0.8, 1.2), 0.8, 1.5
             self.sigma[i] = rng.uniform(0.02, 0.1)
-            self.lat[i] = -rng.uniform(0.35, 0.9) if lat is None else lat  # keep right (clear of walkers waiting at the curb)
+            # keep right: sidewalk walkers well clear of walkers waiting at the curb; on crossing
+            # paths (with rounded corners) a moderate offset so queues round corners without overlapping
+            crossing = np.isfinite(m.get("gate_s0", math.inf))
+            # (the official collision check is the full box with rounded corners: walkers passing
+            # each other need >= ~1 m between centres)
+            self.lat[i] = (-rng.uniform(0.5, 0.7) if crossing else -rng.uniform(0.5, 0.9)) if lat is None else lat
         self.path_off[i], self.path_n[i], self.path_len[i] = m["off"], m["n"], m["length"]
         k = len(m["lanes"])
         self.R[i] = -1
