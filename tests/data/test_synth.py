@@ -4,6 +4,10 @@ signals, kinematic consistency, shards and the CLI. (Clean-log rates: test_synth
 from __future__ import annotations
 
 import collections
+import hashlib
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -38,6 +42,17 @@ def test_deterministic_per_seed_and_index():
     assert b.SerializeToString() != a and c.SerializeToString() != a
     ids = {generate_scenario(5, i, SMALL).scenario_id for i in range(3)} | {c.scenario_id}
     assert len(ids) == 4
+
+
+def test_deterministic_across_processes():
+    code = (
+        "import hashlib; from smart_r1.data.synth import SynthConfig, generate_scenario; "
+        "print(hashlib.sha256(generate_scenario(9, 2, SynthConfig(max_agents=24)).SerializeToString()).hexdigest())"
+    )
+    env = {**os.environ, "PYTHONHASHSEED": "123"}  # a different str-hash seed than this process
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    here = hashlib.sha256(generate_scenario(9, 2, SynthConfig(max_agents=24)).SerializeToString()).hexdigest()
+    assert out.stdout.strip() == here
 
 
 def test_womd_structure_and_official_agent_sets(scenes):
