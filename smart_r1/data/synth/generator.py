@@ -31,7 +31,7 @@ def choose_layout(rng: np.random.Generator, config: SynthConfig) -> str:
     unknown = [n for n in names if n not in LAYOUTS]
     if unknown:
         raise KeyError(f"SynthConfig.layout_weights: unknown layout(s) {unknown}; known: {sorted(LAYOUTS)}")
-    w = np.array([config.layout_weights[n] for n in names], np.float64)
+    w = np.array([config.layout_weights[n] for n in names], np.float64)  # [n_layout]
     return names[int(rng.choice(len(names), p=w / w.sum()))]
 
 
@@ -60,7 +60,7 @@ def _points(pb_list, xy: np.ndarray, z: np.ndarray, shift: np.ndarray, msg=None,
     """Append points to a repeated MapPoint field; with `msg`, encode them in one go as `field` of `msg`."""
     p = xy + shift  # [n, 2]
     if msg is not None:
-        msg.MergeFromString(wire.encode_points(field, np.column_stack([p, z])))
+        msg.MergeFromString(wire.encode_points(field, np.column_stack([p, z])))  # points [n, 3]
         return
     for (x, y), zz in zip(p.tolist(), z.tolist()):
         pb_list.add(x=x, y=y, z=zz)
@@ -80,14 +80,14 @@ def _select_agents(log: TrafficLog, rng: np.random.Generator, config: SynthConfi
     enough = valid[:, cur] & (valid[:, cur:].sum(1) >= 60)
     pool = np.flatnonzero(enough & moving & (veh | (typ == int(AgentType.CYCLIST))))
     pool = pool[pool != sdc]
-    pool = np.concatenate([rng.permutation(pool[veh[pool]]), rng.permutation(pool[~veh[pool]])])
+    pool = np.concatenate([rng.permutation(pool[veh[pool]]), rng.permutation(pool[~veh[pool]])])  # [n_pool] vehicles first
     k = int(rng.integers(config.min_tracks_to_predict, config.max_tracks_to_predict + 1))
     if pool.size < config.min_tracks_to_predict:  # small scenes: relax motion, then type
         road = veh | (typ == int(AgentType.CYCLIST))
         for extra in (np.flatnonzero(valid[:, cur] & road), np.flatnonzero(valid[:, cur])):
             extra = extra[(extra != sdc) & ~np.isin(extra, pool)]
             extra = extra[np.argsort(-valid[extra, cur:].sum(1), kind="stable")]
-            pool = np.concatenate([pool, extra[: config.min_tracks_to_predict - pool.size]])
+            pool = np.concatenate([pool, extra[: config.min_tracks_to_predict - pool.size]])  # [n_pool]
             if pool.size >= config.min_tracks_to_predict:
                 break
     ttp = sorted(int(i) for i in pool[:k])
@@ -113,7 +113,7 @@ def build_scenario_proto(
 
     # ----- tracks -----
     n = log.valid.shape[0]
-    ids = np.sort(rng.choice(np.arange(1, 20 * n + 100), size=n, replace=False))
+    ids = np.sort(rng.choice(np.arange(1, 20 * n + 100), size=n, replace=False))  # [n] unique track ids
     ids = ids[rng.permutation(n)]
     xy = np.stack([log.x, log.y], -1)  # [n, 91, 2]
     z = rm.ground_z(xy) + log.size[:, None, 2] / 2  # [n, 91]

@@ -24,7 +24,7 @@ def wrap(a):
 def arc_length(pts: np.ndarray) -> np.ndarray:
     """Cumulative arc length.  pts [n, 2] -> [n]"""
     seg = np.linalg.norm(np.diff(pts, axis=0), axis=1)  # [n-1]
-    return np.concatenate([[0.0], np.cumsum(seg)])
+    return np.concatenate([[0.0], np.cumsum(seg)])  # [n]
 
 
 def resample(pts: np.ndarray, step: float) -> np.ndarray:
@@ -87,7 +87,7 @@ def min_distance(a: np.ndarray, b: np.ndarray) -> float:
 
 def line_intersection(p: np.ndarray, u: np.ndarray, q: np.ndarray, v: np.ndarray) -> tuple[float, float] | None:
     """Solve p + t u = q + s v; None when (nearly) parallel."""
-    m = np.array([[u[0], -v[0]], [u[1], -v[1]]])
+    m = np.array([[u[0], -v[0]], [u[1], -v[1]]])  # [2, 2]
     if abs(np.linalg.det(m)) < 1e-6:
         return None
     t, s = np.linalg.solve(m, q - p)
@@ -100,7 +100,7 @@ def round_corners(pts: np.ndarray, radius: float, step: float = 0.25) -> np.ndar
     d = np.diff(pts, axis=0)  # [n-1, 2]
     d = d / (np.linalg.norm(d, axis=1, keepdims=True) + 1e-12)
     turn = (d[1:] * d[:-1]).sum(1) < 0.985  # [n-2]
-    pts = np.concatenate([pts[:1], pts[1:-1][turn], pts[-1:]])
+    pts = np.concatenate([pts[:1], pts[1:-1][turn], pts[-1:]])  # [n_corner + 2, 2]
     out = [pts[0]]
     for k in range(1, pts.shape[0] - 1):
         d_in, d_out = pts[k] - pts[k - 1], pts[k + 1] - pts[k]

@@ -84,7 +84,7 @@ class SignalProgram:
         slots = [g + self.yellow + self.all_red for g in self.green]
         cycle = sum(slots)
         tc = (np.asarray(times) + self.offset) % cycle  # [n_time]
-        out = np.full((n_group, tc.shape[0]), int(SignalState.STOP), np.int8)
+        out = np.full((n_group, tc.shape[0]), int(SignalState.STOP), np.int8)  # [n_group, n_time]
         start = 0.0
         for k in range(n_group):
             rel = tc - start
@@ -216,7 +216,7 @@ def build_corridor(
             np.array([pa[0] - nrm * (h_fwd + 0.5), pa[1] - nrm * (h_fwd + 0.5), pa[1] + nrm * (h_bwd + 0.5), pa[0] + nrm * (h_bwd + 0.5)])
         )
         # crossing walkers: from one sidewalk to the other across the crosswalk
-        mid = np.array([np.interp(crosswalk_at, s, center[:, 0]), np.interp(crosswalk_at, s, center[:, 1])])
+        mid = np.array([np.interp(crosswalk_at, s, center[:, 0]), np.interp(crosswalk_at, s, center[:, 1])])  # [2]
         for side in (1.0, -1.0):
             a_off = (h_bwd + sw) if side > 0 else -(h_fwd + sw)
             b_off = -(h_fwd + sw) if side > 0 else (h_bwd + sw)
@@ -237,8 +237,8 @@ def build_corridor(
         cut = [at - cw_w / 2 - 1.5, at + cw_w / 2 + 1.0]
         out, lo = [], 0.0
         for hi in cut + [ls[-1]]:
-            t = np.linspace(lo, hi, max(2, int((hi - lo) / 1.0) + 1))
-            out.append(np.stack([np.interp(t, ls, pts[:, 0]), np.interp(t, ls, pts[:, 1])], 1))
+            t = np.linspace(lo, hi, max(2, int((hi - lo) / 1.0) + 1))  # [m]
+            out.append(np.stack([np.interp(t, ls, pts[:, 0]), np.interp(t, ls, pts[:, 1])], 1))  # [m, 2]
             lo = hi
         return out
 
@@ -328,7 +328,7 @@ def build_junction(
         if k in crosswalk_arms:
             a, b = r_m[k] + 0.5, r_m[k] + 0.5 + cw_w
             crosswalk_of[k] = len(rm.crosswalks)
-            rm.crosswalks.append(np.array([pt(k, a, -h_out[k] - 0.5), pt(k, b, -h_out[k] - 0.5), pt(k, b, h_in[k] + 0.5), pt(k, a, h_in[k] + 0.5)]))
+            rm.crosswalks.append(np.array([pt(k, a, -h_out[k] - 0.5), pt(k, b, -h_out[k] - 0.5), pt(k, b, h_in[k] + 0.5), pt(k, a, h_in[k] + 0.5)]))  # [4, 2]
             rc = 0.5 * (a + b)
             for side in (1.0, -1.0):
                 lat_a = h_in[k] + sw if side > 0 else -(h_out[k] + sw)
@@ -371,7 +371,7 @@ def build_junction(
                 p0, m0 = pt(k, r_stop[k], lat_in), pt(k, r_m[k], lat_in)
                 m3, p3 = pt(j, r_m[j], lat_out), pt(j, r_stop[j], lat_out)
                 mid = geo.smooth_join(m0, -u[k], m3, u[j])
-                pts = np.concatenate([geo.line(p0, m0)[:-1], mid[:-1], geo.line(m3, p3)])
+                pts = np.concatenate([geo.line(p0, m0)[:-1], mid[:-1], geo.line(m3, p3)])  # [n, 2]
                 limit = min(speed_limits[k], speed_limits[j])
                 if turn != "straight":
                     hd = np.unwrap(geo.tangent_headings(geo.resample(mid, 1.0)))  # [m]
@@ -391,5 +391,5 @@ def build_junction(
         b_m, b_far = pt(j, r_m[j], -h_out[j]), pt(j, r_far[j], -h_out[j])
         c = corners[k]
         bend = geo.quad_bezier(a_m, c, b_m, 24) if c is not None else geo.line(a_m, b_m, 1.0)
-        edge = np.concatenate([geo.line(a_far, a_m, 2.0)[:-1], geo.resample(bend, 1.0)[:-1], geo.line(b_m, b_far, 2.0)])
+        edge = np.concatenate([geo.line(a_far, a_m, 2.0)[:-1], geo.resample(bend, 1.0)[:-1], geo.line(b_m, b_far, 2.0)])  # [n, 2]
         rm.road_edges.append((int(RoadEdgeType.BOUNDARY), edge))

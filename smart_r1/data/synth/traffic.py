@@ -166,17 +166,17 @@ class TrafficSim:
         self._ver, self._cache_ver, self._cache = 0, -1, {}
         self.counts = {VEH: 0, PED: 0, CYC: 0}  # tracks so far (alive, or logged at some step)
         self.lane_start_ids = [lane.id for lane in rm.source_lanes()]
-        self.conn_prio = np.array([c.priority for c in rm.connectors], np.int64)
-        self.conn_group = np.array([c.signal_group for c in rm.connectors], np.int64)
-        self.conn_stop = np.array([c.stop_sign for c in rm.connectors], bool)
-        self.holders = np.zeros(self.n_conn, np.int64)
-        self.cw_busy = np.zeros(self.n_cw, np.int64)
-        self.cw_conns = [np.array([i for i, c in enumerate(rm.connectors) if cw in c.crosswalks], np.int64) for cw in range(self.n_cw)]
-        self.conn_cws = [np.array(c.crosswalks, np.int64) for c in rm.connectors]
+        self.conn_prio = np.array([c.priority for c in rm.connectors], np.int64)  # [n_conn]
+        self.conn_group = np.array([c.signal_group for c in rm.connectors], np.int64)  # [n_conn] -1: no signal
+        self.conn_stop = np.array([c.stop_sign for c in rm.connectors], bool)  # [n_conn]
+        self.holders = np.zeros(self.n_conn, np.int64)  # [n_conn] reservations held
+        self.cw_busy = np.zeros(self.n_cw, np.int64)  # [n_cw] walkers on the crosswalk
+        self.cw_conns = [np.array([i for i, c in enumerate(rm.connectors) if cw in c.crosswalks], np.int64) for cw in range(self.n_cw)]  # n_cw x [k]
+        self.conn_cws = [np.array(c.crosswalks, np.int64) for c in rm.connectors]  # n_conn x [k]
         # logs: arc length and speed per logged step (poses are computed once at the end)
-        self.log_s = np.zeros((cap, N_LOG))
-        self.log_v = np.zeros((cap, N_LOG))
-        self.log_valid = np.zeros((cap, N_LOG), bool)
+        self.log_s = np.zeros((cap, N_LOG))  # [cap, 91] arc length
+        self.log_v = np.zeros((cap, N_LOG))  # [cap, 91] speed
+        self.log_valid = np.zeros((cap, N_LOG), bool)  # [cap, 91]
 
     # ------------------------------------------------------------------ agents
     def _new_agent(self, kind: int, path: int, s: float, v: float, lat: float | None = None) -> int | None:
@@ -414,7 +414,7 @@ class TrafficSim:
         h = h0 + (self.bank.H[g0 + 1] - h0) * t  # [n]
         fade = self.type[idx] != PED  # walkers keep their side (they pass each other); riders fade in turns
         ls = self.bank.LS[g0] * (1 - t) + self.bank.LS[g0 + 1] * t  # [n]
-        lat = self.lat[idx] * np.where(fade, ls, 1.0)
+        lat = self.lat[idx] * np.where(fade, ls, 1.0)  # [n]
         xy[:, 0] -= np.sin(h) * lat  # lateral offset to the left: -right * lat
         xy[:, 1] += np.cos(h) * lat
         return xy, h
@@ -488,7 +488,7 @@ class TrafficSim:
             self._gates(idx, s, v, L, typ, same_lane_ahead, signal_now, to_red)
             gs0 = P["gate_s0"]
             gated = (~self.granted[idx]) & (gs0 < INF) & (~self.passed[idx])
-            g_stop = np.where(gated, gs0 - s - P["front"], INF)
+            g_stop = np.where(gated, gs0 - s - P["front"], INF)  # [n] gap to the stop line
         else:
             gated = np.zeros(n, bool)
             g_stop = np.full(n, INF)
@@ -503,7 +503,7 @@ class TrafficSim:
         ss = P["s0s"] + np.maximum(0.0, dyn + dv * (v - vl))  # [3, n] desired gaps
         acc_int = -a * ((ss / np.maximum(g, 0.05)) ** 2).max(0)  # [n]
         ratio = v / np.maximum(v0, 0.1)
-        acc_free = np.where(ratio <= 1.0, a * (1.0 - ratio**4), -b * np.minimum(1.0, ratio - 1.0))
+        acc_free = np.where(ratio <= 1.0, a * (1.0 - ratio**4), -b * np.minimum(1.0, ratio - 1.0))  # [n]
         noise = self.noise[idx] * 0.85 + self.rng.standard_normal(n) * 0.53
         self.noise[idx] = noise
         acc = np.clip(acc_free + acc_int + P["sigma"] * noise, -9.0, P["a_max"])  # [n]
@@ -546,7 +546,7 @@ class TrafficSim:
         dist = np.maximum(0.0, C - (s + P["half_L"])[:, None])  # [n, K] (0 on the current lane)
         allowed = np.sqrt(lim * lim + 2.4 * dist)  # [n, K]
         ahead = (self._kk[0] >= k_cur[:, None]) & P["Cfin"]
-        return np.where(ahead, allowed, INF).min(1) * P["v0f"]
+        return np.where(ahead, allowed, INF).min(1) * P["v0f"]  # [n]
 
     # ------------------------------------------------------------------ reservations
     def _release(self, i: int) -> None:
@@ -576,7 +576,7 @@ class TrafficSim:
         # reservation holder whose centre would cross on red gives it up while it can stop.
         centre = dist + 0.5 * L + 0.3  # [n] centre to the line
         if signal_now is not None and veh_pend.any():
-            grp = np.where(conn >= 0, self.conn_group[np.maximum(conn, 0)], -1)
+            grp = np.where(conn >= 0, self.conn_group[np.maximum(conn, 0)], -1)  # [n]
             t_red = np.where(grp >= 0, to_red[np.maximum(grp, 0)], INF)  # [n] seconds until red
             late = centre / np.maximum(v, 0.1) > t_red - 0.2
             revoke = veh_pend & self.granted[idx] & (grp >= 0) & late & (centre > 0) & (v * v < 2 * 6.0 * np.maximum(dist, 1e-3))
@@ -585,7 +585,7 @@ class TrafficSim:
                 self.holders[self.conn[i]] -= 1
         # walkers waiting at a crosswalk (vehicles yield to them)
         ped_wait = pending & is_ped & ~self.granted[idx] & (dist < 1.5)
-        cw_wait = np.zeros(self.n_cw, bool)
+        cw_wait = np.zeros(self.n_cw, bool)  # [n_cw]
         cw_wait[self.cw[idx[ped_wait]]] = True
         for i in idx[ped_wait]:
             cw = self.cw[i]
@@ -660,7 +660,7 @@ class TrafficSim:
         rows = keep[a_idx]
         pos, hd = self._pose(rows, self.log_s[rows, t_idx])
         spd = self.log_v[rows, t_idx]
-        out = {k: np.zeros(valid.shape) for k in ("x", "y", "h", "vx", "vy")}
+        out = {k: np.zeros(valid.shape) for k in ("x", "y", "h", "vx", "vy")}  # each [n_track, 91]
         out["x"][a_idx, t_idx], out["y"][a_idx, t_idx] = pos[:, 0], pos[:, 1]
         out["h"][a_idx, t_idx] = geo.wrap(hd)
         out["vx"][a_idx, t_idx], out["vy"][a_idx, t_idx] = spd * np.cos(hd), spd * np.sin(hd)
@@ -668,7 +668,7 @@ class TrafficSim:
         # track's (contiguous) visible span, one-sided at its ends
         for name, comp in (("vx", "x"), ("vy", "y")):
             p = out[comp]  # [n_track, 91]
-            fd = np.full(p.shape, np.nan)
+            fd = np.full(p.shape, np.nan)  # [n_track, 91]
             pair = valid[:, 1:] & valid[:, :-1]  # [n_track, 90]
             d = np.where(pair, (p[:, 1:] - p[:, :-1]) / DT, np.nan)  # [n_track, 90]
             both = np.isfinite(d[:, 1:]) & np.isfinite(d[:, :-1])
@@ -682,7 +682,7 @@ class TrafficSim:
             sig_log = np.zeros((0, N_LOG), np.int8)
         return TrafficLog(
             agent_type=self.type[keep].copy(),
-            size=np.stack([self.L[keep], self.W[keep], self.Hgt[keep]], 1),
+            size=np.stack([self.L[keep], self.W[keep], self.Hgt[keep]], 1),  # [n_track, 3]
             x=out["x"], y=out["y"], heading=out["h"], vx=out["vx"], vy=out["vy"],
             valid=valid,
             signal_states=sig_log,
