@@ -47,13 +47,42 @@ def simulate(seed: int, scenario_index: int = 0, config: SynthConfig | None = No
         rm.ground = (float(rng.uniform(-g, g)), float(rng.uniform(-g, g)), float(rng.uniform(-5, 5)))
     else:
         rm.ground = (0.0, 0.0, float(rng.uniform(-5, 5)))
-    log = TrafficSim(rm, rng, config, n_target).run(config.warmup_seconds)
+    n_parked = 0
+    if rm.parking_spots:
+        n_parked = min(len(rm.parking_spots), int(round(n_target * rng.uniform(0.1, 0.35))), max(0, n_target - 4))
+    log = TrafficSim(rm, rng, config, n_target - n_parked, min_agents=max(1, config.min_agents - n_parked)).run(config.warmup_seconds)
+    if n_parked:
+        log = _with_parked(log, rm, rng, n_parked)
     if log.valid.shape[0] < config.min_agents:
         raise RuntimeError(
             f"synthetic scene seed={seed} index={scenario_index} ({layout}): only {log.valid.shape[0]} agents, "
             f"min_agents={config.min_agents}; lower min_agents"
         )
     return rm, log, rng
+
+
+def _with_parked(log: TrafficLog, rm: RoadMap, rng: np.random.Generator, n_parked: int) -> TrafficLog:
+    """Add `n_parked` static vehicles on parking spots (valid at every step), shuffled into the tracks."""
+    spots = [rm.parking_spots[i] for i in sorted(rng.choice(len(rm.parking_spots), n_parked, replace=False))]
+    n_step = log.valid.shape[1]
+    xy = np.array([p for p, _, _ in spots])  # [n_parked, 2]
+    hd = np.array([(h + np.pi) % (2 * np.pi) - np.pi for _, h, _ in spots])  # [n_parked]
+    size = np.array([[rng.uniform(4.0, min(5.2, ln)), rng.uniform(1.8, 2.0), rng.uniform(1.4, 1.8)] for _, _, ln in spots])  # [n_parked, 3]
+    const = lambda v: np.repeat(np.asarray(v, np.float64)[:, None], n_step, axis=1)  # noqa: E731  [n_parked] -> [n_parked, 91]
+    zeros = np.zeros((n_parked, n_step))
+    order = rng.permutation(log.valid.shape[0] + n_parked)  # [n_track] shuffled track order
+    cat = lambda a, b: np.concatenate([a, b], axis=0)[order]  # noqa: E731
+    return TrafficLog(
+        agent_type=cat(log.agent_type, np.full(n_parked, int(AgentType.VEHICLE), np.int8)),
+        size=cat(log.size, size),
+        x=cat(log.x, const(xy[:, 0])),
+        y=cat(log.y, const(xy[:, 1])),
+        heading=cat(log.heading, const(hd)),
+        vx=cat(log.vx, zeros),
+        vy=cat(log.vy, zeros),
+        valid=cat(log.valid, np.ones((n_parked, n_step), bool)),
+        signal_states=log.signal_states,
+    )
 
 
 def _points(pb_list, xy: np.ndarray, z: np.ndarray, shift: np.ndarray, msg=None, field: int = 0) -> None:

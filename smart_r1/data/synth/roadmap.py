@@ -105,6 +105,7 @@ class RoadMap:
     stop_signs: list[tuple[np.ndarray, list[int]]] = field(default_factory=list)  # (position [2], lane ids)
     sidewalks: list[np.ndarray] = field(default_factory=list)  # [n, 2] walking lines (either direction)
     crossing_paths: list[PedPath] = field(default_factory=list)  # sidewalk -> crosswalk -> sidewalk
+    parking_spots: list[tuple[np.ndarray, float, float]] = field(default_factory=list)  # (centre [2], heading, max length)
     signal: SignalProgram | None = None
     conflicts: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), bool))  # [n_conn, n_conn]
     ground: tuple[float, float, float] = (0.0, 0.0, 0.0)  # z = gx * x + gy * y + z0
@@ -193,15 +194,20 @@ def build_corridor(
     w: float,
     speed_limit: float,
     crosswalk_at: float | None = None,
+    parking: tuple[bool, bool] = (False, False),
 ) -> None:
     """A two-way road along `center` ([n, 2], forward direction): lanes, lines, edges, sidewalks.
 
     With `crosswalk_at` (arc length), every lane is split there by a short gated connector
-    across a mid-block crosswalk.
+    across a mid-block crosswalk. `parking` = (right, left) adds a parking strip outside the
+    outermost lane on that side (inside the road edge); its spots go to `rm.parking_spots`.
     """
     center = geo.resample(center, 1.0)
     s = geo.arc_length(center)
     h_fwd, h_bwd = n_fwd * w, n_bwd * w
+    park_f = float(rng.uniform(2.4, 2.8)) if parking[0] else 0.0
+    park_b = float(rng.uniform(2.4, 2.8)) if parking[1] else 0.0
+    e_fwd, e_bwd = h_fwd + park_f, h_bwd + park_b  # road edges (lanes + parking strips)
     cw_w = float(rng.uniform(3.0, 4.5))
     sw = float(rng.uniform(2.2, 3.0))  # sidewalk line beyond the road edge
     cw = -1
@@ -213,17 +219,17 @@ def build_corridor(
         nrm = geo.rot90(tang)
         cw = len(rm.crosswalks)
         rm.crosswalks.append(
-            np.array([pa[0] - nrm * (h_fwd + 0.5), pa[1] - nrm * (h_fwd + 0.5), pa[1] + nrm * (h_bwd + 0.5), pa[0] + nrm * (h_bwd + 0.5)])
+            np.array([pa[0] - nrm * (e_fwd + 0.5), pa[1] - nrm * (e_fwd + 0.5), pa[1] + nrm * (e_bwd + 0.5), pa[0] + nrm * (e_bwd + 0.5)])  # [4, 2]
         )
         # crossing walkers: from one sidewalk to the other across the crosswalk
         mid = np.array([np.interp(crosswalk_at, s, center[:, 0]), np.interp(crosswalk_at, s, center[:, 1])])  # [2]
         for side in (1.0, -1.0):
-            a_off = (h_bwd + sw) if side > 0 else -(h_fwd + sw)
-            b_off = -(h_fwd + sw) if side > 0 else (h_bwd + sw)
+            a_off = (e_bwd + sw) if side > 0 else -(e_fwd + sw)
+            b_off = -(e_fwd + sw) if side > 0 else (e_bwd + sw)
             a, b = mid + nrm * a_off, mid + nrm * b_off
             path = geo.line(a, b, 0.5)
-            edge_a = abs(a_off) - (h_bwd if side > 0 else h_fwd)
-            width = h_fwd + h_bwd
+            edge_a = abs(a_off) - (e_bwd if side > 0 else e_fwd)
+            width = e_fwd + e_bwd
             rm.crossing_paths.append(crossing_path(path, edge_a - 0.6, edge_a + width + 0.8, cw))
 
     def lane_pieces(offset: float, forward: bool) -> list[np.ndarray]:
@@ -252,10 +258,27 @@ def build_corridor(
                 after = rm.add_lane(pieces[2], speed_limit, rightmost)
                 rm.add_connector(lanes[0], after, pieces[1], "straight", 2, speed_limit, crosswalks=[cw])
     add_lane_lines(rm, center, n_fwd, n_bwd, w, two_way=n_bwd > 0)
-    rm.road_edges.append((int(RoadEdgeType.BOUNDARY), geo.offset_polyline(center, -h_fwd)))
-    rm.road_edges.append((int(RoadEdgeType.BOUNDARY), geo.offset_polyline(center, h_bwd)[::-1]))
-    rm.sidewalks.append(geo.offset_polyline(center, -h_fwd - sw))
-    rm.sidewalks.append(geo.offset_polyline(center, h_bwd + sw))
+    rm.road_edges.append((int(RoadEdgeType.BOUNDARY), geo.offset_polyline(center, -e_fwd)))
+    rm.road_edges.append((int(RoadEdgeType.BOUNDARY), geo.offset_polyline(center, e_bwd)[::-1]))
+    rm.sidewalks.append(geo.offset_polyline(center, -e_fwd - sw))
+    rm.sidewalks.append(geo.offset_polyline(center, e_bwd + sw))
+    # parking strips: a solid white line at the lane edge, spots along the strip centre
+    heading = np.unwrap(geo.tangent_headings(center))  # [n]
+    for park, h_lane, sign in ((park_f, h_fwd, -1.0), (park_b, h_bwd, 1.0)):
+        if park <= 0:
+            continue
+        line = geo.offset_polyline(center, sign * h_lane)  # [n, 2]
+        rm.road_lines.append((int(RoadLineType.SOLID_SINGLE_WHITE), line if sign < 0 else line[::-1]))
+        strip = geo.offset_polyline(center, sign * (h_lane + park / 2 - 0.1))  # [n, 2] (a little towards the lane)
+        pos = float(rng.uniform(3.0, 10.0))
+        while pos < s[-1] - 4.0:
+            length = float(rng.uniform(4.0, 5.2))
+            c = pos + length / 2
+            if crosswalk_at is None or abs(c - crosswalk_at) > cw_w / 2 + length / 2 + 5.0:
+                xy = np.array([np.interp(c, s, strip[:, 0]), np.interp(c, s, strip[:, 1])])  # [2]
+                hd = float(np.interp(c, s, heading)) + (0.0 if sign < 0 else math.pi)  # parked along the traffic
+                rm.parking_spots.append((xy, hd, length))
+            pos += length + float(rng.uniform(0.8, 6.0))
 
 
 def build_junction(

@@ -86,9 +86,10 @@ class _PathBank:
 
 
 class TrafficSim:
-    def __init__(self, rm: RoadMap, rng: np.random.Generator, config, n_target: int) -> None:
+    def __init__(self, rm: RoadMap, rng: np.random.Generator, config, n_target: int, min_agents: int | None = None) -> None:
         self.rm, self.rng, self.cfg = rm, rng, config
         self.n_target = n_target
+        self.min_agents = config.min_agents if min_agents is None else min_agents
         n_lane = len(rm.lanes)
         self.n_conn = len(rm.connectors)
         self.n_cw = len(rm.crosswalks)
@@ -357,7 +358,7 @@ class TrafficSim:
         if self._tracks() >= self.n_target:
             return
         p = self.cfg.spawn_rate_per_lane_hz * DT_SIM
-        if self._tracks() < self.cfg.min_agents:
+        if self._tracks() < self.min_agents:
             p = 1.0  # below the minimum: fill every free lane start
         for lid in self.lane_start_ids:
             if self._tracks() >= self.n_target or rng.random() >= p:
@@ -649,7 +650,7 @@ class TrafficSim:
                 to_red[:, ti] = nxt
         self.has_gates = self.n_conn > 0 or any(np.isfinite(m.get("gate_s0", math.inf)) for m in self.bank.meta)
         self._kk = np.arange(self.K)[None, None, :]  # [1, 1, K]
-        self.place_initial(fill=min(1.0, max(0.8, (self.cfg.min_agents + 2) / self.n_target)))
+        self.place_initial(fill=min(1.0, max(0.8, (self.min_agents + 2) / self.n_target)))
         for k in range(n_dec):
             self.spawn()
             li = k * SUB - n_warm

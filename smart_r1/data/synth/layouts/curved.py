@@ -31,5 +31,5 @@ def curved(rng: np.random.Generator, n_target: int, config) -> RoadMap:
     pts[1:, 0] = np.cumsum(np.cos(heading[:-1]) * ds)
     pts[1:, 1] = np.cumsum(np.sin(heading[:-1]) * ds)
     pts -= pts.mean(axis=0)
-    build_corridor(rng, rm, pts, n_fwd, n_bwd, w, limit, crosswalk_at=None)
+    build_corridor(rng, rm, pts, n_fwd, n_bwd, w, limit, crosswalk_at=None, parking=(bool(rng.random() < 0.4), bool(rng.random() < 0.4)))
     return rm

@@ -23,5 +23,5 @@ def straight(rng: np.random.Generator, n_target: int, config) -> RoadMap:
     d = geo.unit(theta)
     center = geo.line(-d * length / 2, d * length / 2, 1.0)
     cw = float(rng.uniform(0.35, 0.65)) * length if rng.random() < 0.5 else None
-    build_corridor(rng, rm, center, n_fwd, n_bwd, w, limit, crosswalk_at=cw)
+    build_corridor(rng, rm, center, n_fwd, n_bwd, w, limit, crosswalk_at=cw, parking=(bool(rng.random() < 0.4), bool(rng.random() < 0.4)))
     return rm
