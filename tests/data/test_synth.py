@@ -124,6 +124,17 @@ def test_layout_map_content(layout):
         assert np.ptp(h) > 0.3  # it really bends
 
 
+def test_parked_vehicles_on_corridors():
+    cfg = SynthConfig(layout_weights={"straight": 1.0, "curved": 1.0}, min_agents=24, max_agents=40)
+    parked = 0
+    for i in range(6):
+        for t in generate_scenario(13, i, cfg).tracks:
+            if t.object_type == AgentType.VEHICLE and all(s.valid for s in t.states):
+                xy = np.array([[s.center_x, s.center_y] for s in t.states])
+                parked += bool(np.ptp(xy, axis=0).max() == 0.0 and all(s.velocity_x == s.velocity_y == 0 for s in t.states))
+    assert parked >= 3
+
+
 def test_agent_counts_within_config():
     for lo, hi in ((8, 12), (20, 40)):
         cfg = SynthConfig(min_agents=lo, max_agents=hi)
