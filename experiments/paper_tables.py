@@ -89,35 +89,21 @@ def run_one(raw: dict, stages: list[dict], out: Path, data, init_from: str | Non
 
 
 def rows_for_seed(results: dict[str, dict]) -> dict[str, dict[str, dict]]:
-    """Map runs/stages to the table rows of the paper."""
-    base, mpo = results["base"], results["rft_mpo"]
-    t = {
-        "table3": {
-            "BC (base)": base["bc"],
-            "BC + SFT": base["sft1"],
-            "BC + SFT + SFT": results["sft_sft"]["sft2"],
-            "BC + SFT + RFT": mpo["rft"],
-            "BC + SFT + RFT + SFT": mpo["sft2"],
-        },
-        "table4": {
-            "SFT (no RFT)": base["sft1"],
-            "w/ PPO": results["rft_ppo"]["rft"],
-            "w/ DPO": results["rft_dpo"]["rft"],
-            "w/ GRPO": results["rft_grpo"]["rft"],
-            "w/ MPO": mpo["rft"],
-        },
-        "table5": {
-            "alpha = c - d": results["alpha_lo"]["rft"],
-            "alpha = c": mpo["rft"],
-            "alpha = c + d": results["alpha_hi"]["rft"],
-        },
-        "table6": {
-            "beta = 0.004": results["beta_0.004"]["rft"],
-            "beta = 0.04": mpo["rft"],
-            "beta = 0.4": results["beta_0.4"]["rft"],
-        },
+    """Map runs/stages to the table rows of the paper (rows whose run is missing are left out)."""
+    spec = {
+        "table3": [("BC (base)", "base", "bc"), ("BC + SFT", "base", "sft1"), ("BC + SFT + SFT", "sft_sft", "sft2"),
+                   ("BC + SFT + RFT", "rft_mpo", "rft"), ("BC + SFT + RFT + SFT", "rft_mpo", "sft2")],
+        "table4": [("SFT (no RFT)", "base", "sft1"), ("w/ PPO", "rft_ppo", "rft"), ("w/ DPO", "rft_dpo", "rft"),
+                   ("w/ GRPO", "rft_grpo", "rft"), ("w/ MPO", "rft_mpo", "rft")],
+        "table5": [("alpha = c - d", "alpha_lo", "rft"), ("alpha = c", "rft_mpo", "rft"), ("alpha = c + d", "alpha_hi", "rft")],
+        "table6": [("beta = 0.004", "beta_0.004", "rft"), ("beta = 0.04", "rft_mpo", "rft"), ("beta = 0.4", "beta_0.4", "rft")],
     }
-    return t
+    out: dict[str, dict[str, dict]] = {}
+    for table, rows in spec.items():
+        got = {label: results[run][stage] for label, run, stage in rows if run in results and stage in results[run]}
+        if len(got) > 1:
+            out[table] = got
+    return out
 
 
 def _fmt(values: list[float]) -> str:
@@ -130,6 +116,8 @@ def _fmt(values: list[float]) -> str:
 def markdown_tables(per_seed: list[dict[str, dict[str, dict]]], titles: dict[str, str]) -> str:
     lines = []
     for table, title in titles.items():
+        if table not in per_seed[0]:
+            continue
         rows = per_seed[0][table].keys()
         for cols, suffix in ((MAIN_COLS, ""), (SUB_COLS, " — sub-metrics")):
             lines.append(f"### {title}{suffix}\n")
@@ -159,7 +147,17 @@ def main(argv=None) -> int:
     ap.add_argument("--alpha-delta", type=float, default=0.01, help="alpha sweep: c - d, c, c + d")
     ap.add_argument("--only", nargs="*", default=None, help="branch names to run (default all)")
     ap.add_argument("--write-docs", default=None, help="write the tables (markdown) to this file")
+    ap.add_argument("--aggregate-only", action="store_true", help="only rebuild the tables from <out>/results.json")
     args = ap.parse_args(argv)
+    if args.aggregate_only:
+        all_results = json.loads((Path(args.out) / "results.json").read_text())
+        per_seed = [rows_for_seed(r) for r in all_results.values() if "base" in r]
+        md = markdown_tables(per_seed, TITLES)
+        (Path(args.out) / "tables.md").write_text(md)
+        print(md)
+        if args.write_docs:
+            Path(args.write_docs).write_text(md)
+        return 0
 
     cfg = load_config(args.config, args.overrides)
     raw = resolved_dict(cfg)
@@ -189,10 +187,7 @@ def main(argv=None) -> int:
             results[name] = run_one(raw_s, stages, sd / name, data, init, log)
         all_results[seed] = results
         (out / "results.json").write_text(json.dumps(all_results, indent=1))
-        try:
-            per_seed.append(rows_for_seed(results))
-        except KeyError as err:
-            log(f"seed {seed}: incomplete branches ({err}); tables skipped")
+        per_seed.append(rows_for_seed(results))
     log(f"total {time.perf_counter() - t_all:.0f} s")
     if per_seed:
         md = markdown_tables(per_seed, TITLES)
