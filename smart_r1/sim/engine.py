@@ -9,7 +9,9 @@
   temporal layer keeps a key/value cache `[rows, 18, inner]`; the new position's key/value is
   written to it and the query attends to the cached window (time span). Positions 0..2 (the
   logged history and the current anchor) are identical in every rollout, so they run once on
-  the un-repeated agents and the caches are then repeated R times.
+  the un-repeated agents and the caches are then repeated R times, for the agents to simulate
+  only: agents not simulated have no future anchor (never keys, outputs unused), so later
+  positions have R x n_sim rows.
 - At position p (2..17) the sampler draws token p for the simulated agents; the token's 5
   template poses are placed at the agent's anchor-p pose (`place_tokens`, the same transform as
   `tokens.geometry.transform_to_global`), giving 10 Hz x, y, heading for steps 5(p-2)+1..5(p-2)+5
@@ -192,10 +194,10 @@ class _IncrementalDecoder:
         self.cache_k = [z() for _ in range(self.n_layer)]
         self.cache_v = [z() for _ in range(self.n_layer)]
 
-    def repeat(self, r: int) -> None:
-        """Caches of 1 group (un-repeated agents) -> r rollout groups."""
-        self.cache_k = [c.repeat(r, 1, 1) for c in self.cache_k]
-        self.cache_v = [c.repeat(r, 1, 1) for c in self.cache_v]
+    def repeat(self, r: int, rows: torch.Tensor) -> None:
+        """Caches of 1 group (all agents) -> r rollout groups of the agents `rows` only."""
+        self.cache_k = [c[rows].repeat(r, 1, 1) for c in self.cache_k]
+        self.cache_v = [c[rows].repeat(r, 1, 1) for c in self.cache_v]
         self.groups = r
 
     def step(
@@ -205,12 +207,15 @@ class _IncrementalDecoder:
         anchor_valid: torch.Tensor,  # [G, n, 19]
         token_index: torch.Tensor,  # [G, n, 18]
         token_valid: torch.Tensor,  # [G, n, 18]
-        head_rows: torch.Tensor,  # [n_head] agent indices that need logits
+        head_rows: torch.Tensor,  # [n_head] indices (into the n agents given) that need logits
+        agents: torch.Tensor | None = None,  # [n] batch agent rows of the n agents given (default: all)
     ) -> torch.Tensor:
         """Run position p for every row; returns logits [G, n_head, V]."""
         m, b = self.model, self.batch
         g, n = anchor_valid.shape[:2]
         dev = b.device
+        agents = torch.arange(b.n_agent, device=dev) if agents is None else agents
+        slot, atype, asize, ascene = b.agent_slot[agents], b.agent_type[agents], b.agent_size[agents], b.agent_scene[agents]
         ap = anchor_pose.reshape(g * n, N_ANCHOR, 3)  # [G*n, 19, 3]
         av = anchor_valid.reshape(g * n, N_ANCHOR)  # [G*n, 19]
         rep = lambda t: t.repeat(g, *([1] * (t.dim() - 1)))  # noqa: E731  agent tensors -> rows
@@ -220,12 +225,12 @@ class _IncrementalDecoder:
         else:
             prev = token_index[:, :, p - 1].reshape(-1)  # [G*n]
             prev_v = token_valid[:, :, p - 1].reshape(-1)  # [G*n]
-        x = m.embed_agents(self.table, rep(b.agent_slot), rep(b.agent_type), rep(b.agent_size), prev, prev_v)  # [G*n, hidden]
+        x = m.embed_agents(self.table, rep(slot), rep(atype), rep(asize), prev, prev_v)  # [G*n, hidden]
         pos = torch.tensor([p], device=dev)
         kpc, t_mask, t_rk, t_rv = m.temporal_edges(ap, av, pos)  # [1, S+1], [G*n, 1, S+1], [G*n, 1, S+1, inner]
         kpc, t_mask, t_rk, t_rv = kpc[0], t_mask[:, 0], t_rk[:, 0], t_rv[:, 0]
-        me = m.map_agent_edges(b, ap[:, p], rep(b.agent_scene), av[:, p])
-        a_idx, a_mask, a_rk, a_rv = m.agent_agent_edges(anchor_pose[:, :, p], anchor_valid[:, :, p], b.agent_scene)  # [G, n, K]
+        me = m.map_agent_edges(b, ap[:, p], rep(ascene), av[:, p])
+        a_idx, a_mask, a_rk, a_rv = m.agent_agent_edges(anchor_pose[:, :, p], anchor_valid[:, :, p], ascene)  # [G, n, K]
         a_rows = (a_idx + (torch.arange(g, device=dev) * n)[:, None, None]).reshape(g * n, -1)  # [G*n, K]
         a_mask, a_rk, a_rv = a_mask.reshape(g * n, -1), a_rk.flatten(0, 1), a_rv.flatten(0, 1)
         for l in range(self.n_layer):
@@ -241,7 +246,7 @@ class _IncrementalDecoder:
             k, v = blk.kv(x)  # [G*n, inner]
             x = blk(x, k[a_rows], v[a_rows], a_mask, a_rk, a_rv)  # [G*n, hidden]
         sel = (head_rows[None, :] + (torch.arange(g, device=dev) * n)[:, None]).reshape(-1)  # [G*n_head]
-        logits = m.head_logits(x[sel], b.agent_slot[head_rows].repeat(g))  # [G*n_head, V]
+        logits = m.head_logits(x[sel], slot[head_rows].repeat(g))  # [G*n_head, V]
         return logits.reshape(g, head_rows.numel(), m.max_vocab)
 
 
@@ -291,13 +296,17 @@ def rollout(
             head = sim if p == CURRENT_ANCHOR else sim[:0]
             logits = dec.step(p, base(state.anchor_pose), base(state.anchor_valid), base(state.token_index),
                               base(state.token_valid), head)
-        dec.repeat(n_rollout)
+        # Future positions: only the agents to simulate have rows (the others have no valid future
+        # anchor, so they are never keys and their outputs are unused).
+        dec.repeat(n_rollout, sim)
         logits = logits.expand(n_rollout, -1, -1)  # [R, n_sim, V]
+        all_sim = torch.arange(sim.numel(), device=sim.device)  # [n_sim]
         steps = range(CURRENT_ANCHOR, N_TOKEN_STEP)
         for p in tqdm(steps, desc="rollout", disable=not progress, leave=False):
             state.sample(p, logits, smp, gens, catk_target)
-            if p + 1 < N_TOKEN_STEP:
-                logits = dec.step(p + 1, state.anchor_pose, state.anchor_valid, state.token_index, state.token_valid, sim)
+            if p + 1 < N_TOKEN_STEP and sim.numel():
+                logits = dec.step(p + 1, state.anchor_pose[:, sim], state.anchor_valid[:, sim], state.token_index[:, sim],
+                                  state.token_valid[:, sim], all_sim, agents=sim)
         if timings is not None:
             timings["setup_s"] = t1 - t0
             timings["total_s"] = time.perf_counter() - t0
