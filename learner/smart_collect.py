@@ -97,6 +97,8 @@ class SmartRolloutWorker:
 
         torch.set_num_threads(max(1, int(torch_threads)))
         self.cfg = config_from_dict(cfg_dict, "<runtime>")
+        if not torch.cuda.is_available():
+            self.cfg.device = "cpu"  # a CPU rollout node (the learner may be on a GPU)
         vocab = ray.get(vocab_ref[0])
         from smart_r1.train.pipeline import build_model_for
 
@@ -127,6 +129,7 @@ class SmartRolloutWorker:
         self.sync(min_version)
         objective = get_objective(objective_name, **objective_params)
         gen = torch.Generator().manual_seed(int(seed))
+        inputs = inputs.to(self.cfg.device)
         rb = objective.rollout(self.model, inputs, gen)
         per_scene = [rb.to_rollouts(s) for s in range(len(inputs.scenario_ids))]
         cls_path, fields = rollout_batch_to_numpy(rb)
@@ -235,7 +238,7 @@ class DistributedCollector:
             sub = inputs.batch.select_scenes(idx)
             rows = torch_isin(inputs.batch.agent_scene, idx)
             chunks.append(TrainBatch(sub, inputs.train_mask[rows], [inputs.scenario_ids[i] for i in idx],
-                                     [inputs.scenes[i] for i in idx]))
+                                     [inputs.scenes[i] for i in idx]).to("cpu"))  # CPU tensors cross processes
         obj_params = _objective_params(objective)
         rollouts = ResilientPool(self.rollout_actors, "rollout", 1, self.rt.max_restarts, "rollout")
         scoring = ResilientPool(self.scorers, "score", self.rt.max_inflight_scores_per_scorer, self.rt.max_restarts, "scorer")

@@ -8,9 +8,9 @@ workload from a picklable spec `{"name": <registered name>, **params}` (or
 - scorer actor:  `score(scene_id, scoring_payload)`;
 - learner:       `make_policy()`, `make_learner(policy)`, `update(learner_state, result, rewards)`.
 
-A workload wraps library code (the SMART-R1 one wraps `smart_r1.sim` rollouts, the metric
-backends and the registered objectives; `learner.smart_workload`); the runtime never copies
-it. Everything that crosses a process boundary is numpy / plain Python (`RolloutResult`,
+A workload wraps library code (the toy one is in `rollout_workers.toy`; the SMART-R1 training
+schedule is distributed by `learner.smart_collect`, which calls the library objective's
+`rollout` / `score_scene` / `make_experience` directly); the runtime never copies it. Everything that crosses a process boundary is numpy / plain Python (`RolloutResult`,
 `ScoreResult`), never a torch autograd graph.
 """
 

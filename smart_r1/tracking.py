@@ -388,11 +388,16 @@ class MlflowTracker(Tracker):
 
 
 def _is_connectivity_error(err: Exception) -> bool:
+    """True when the server could not be reached (retry later); False when it answered and
+    rejected the record (drop it, never retry forever)."""
+    from mlflow.exceptions import RestException
+
+    if isinstance(err, RestException):  # the server answered with a JSON error
+        return getattr(err, "error_code", "") == "TEMPORARILY_UNAVAILABLE"
     text = str(err)
-    return any(
-        s in text
-        for s in ("Max retries exceeded", "Connection refused", "ConnectionError", "Failed to establish", "timed out", "503", "502", "API request to")
-    )
+    if "failed with exception" in text or "failed with timeout exception" in text:
+        return True  # requests-level failure: refused, reset, DNS, timeout, retries exhausted
+    return any(f"failed with error code {code}" in text for code in (502, 503, 504))
 
 
 def _tracking_section(config: Any) -> dict:

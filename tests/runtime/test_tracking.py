@@ -68,9 +68,11 @@ def test_buffer_while_down_then_replay_and_resume(tmp_path):
 
         # Resume: same run id continues the same run.
         resumed = make_tracker(server.uri, experiment="rt-test", run_id=run_id, buffer_dir=tmp_path / "buf")
-        resumed.log_metrics({"loss": -1.0}, step=15)
+        resumed.log_params({"lr": 1.0})  # a changed param value: the server rejects it ...
+        resumed.log_metrics({"loss": -1.0}, step=15)  # ... and logging goes on (dropped, not retried forever)
         resumed.set_tags({"resumed": "yes"})
         resumed.close()
+        assert resumed.n_dropped == 1
         assert resumed.run_id == run_id
         run = client.get_run(run_id)
         assert run.data.tags["resumed"] == "yes"
