@@ -22,10 +22,12 @@ def register(subparsers) -> None:
     parser.add_argument("--out", default=".smart_r1_runs/demo", help="output directory")
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
     parser.add_argument("--no-ray", action="store_true", help="run every stage in this process (no Ray, no MLflow server)")
+    parser.add_argument("--address", default=None, help="Ray cluster address (default: start a private local one)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from smart_r1.demo import run_demo
+    # The main job is Ray code: it lives with the learner, imported only when the command runs.
+    from learner.main_job import run_main_job
 
-    return run_demo(config_path=Path(args.config), out_dir=Path(args.out), resume=args.resume, use_ray=not args.no_ray)
+    return run_main_job(Path(args.config), Path(args.out), resume=args.resume, use_ray=not args.no_ray, address=args.address)
