@@ -44,4 +44,4 @@ def test_distributed_mpo_stage(tmp_path):
     assert [h["runtime/weights_version"] for h in hist] == [0.0, 1.0]  # new weights published after the update
     assert all(h["runtime/policy_lag"] == 0.0 for h in hist)
     assert all(math.isfinite(h["loss"]) and 0.0 <= h["reward/mean"] <= 1.0 for h in hist)
-    assert hist[1]["kl"] > 0.0  # the rollouts of step 1 came from the updated policy
+    assert hist[1]["kl"] > 0.0  # after one update the policy has moved away from the stage reference
