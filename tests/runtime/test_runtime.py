@@ -152,3 +152,24 @@ def test_torch_trainer_one_worker_same_update_path(ray_local, tmp_path):
     for k in ref_weights:
         np.testing.assert_allclose(dp_weights[k], ref_weights[k], rtol=1e-5, atol=1e-6)
     ray.kill(store)
+
+
+def test_evaluation_parquet_resumable(ray_local, tmp_path):
+    import pyarrow.parquet as pq
+
+    from learner.evaluation import done_scene_ids, evaluate_to_parquet
+    from learner.runtime import DistributedRuntime
+
+    ids = [f"e{i}" for i in range(10)] + ["bad-e"]
+    rt = DistributedRuntime(TOY, {"num_rollout_actors": 2, "num_scorers": 1, "scenes_per_task": 2, "rollout_cpus": 0.25,
+                                  "scorer_cpus": 0.25}, learner=False)
+    try:
+        first = evaluate_to_parquet(rt, ids[:6], tmp_path / "eval", flush_every=4)  # "killed" after 6 scenes
+        assert first["evaluated"] == 6 and done_scene_ids(tmp_path / "eval") == set(ids[:6])
+        second = evaluate_to_parquet(rt, ids, tmp_path / "eval", flush_every=4)
+        assert second["skipped_done"] == 6 and second["evaluated"] == 4 and set(second["bad_scenes"]) == {"bad-e"}
+        table = pq.read_table(tmp_path / "eval")
+        assert sorted(table.column("scenario_id").to_pylist()) == sorted(ids[:10])  # each scene once
+        assert "realism/metametric" in table.column_names
+    finally:
+        rt.shutdown()
