@@ -245,6 +245,7 @@ class DistributedCollector:
         for c, chunk in enumerate(chunks):
             rollouts.submit(c, objective.name, obj_params, chunk, seed0 + 7919 * c, version)
         parts: dict[int, dict] = {}
+        step_rollout_s, step_score_s = [], []
         rewards: dict[int, np.ndarray] = {}
         scores: dict[int, object] = {}
         while rollouts.busy or scoring.busy:
@@ -260,6 +261,7 @@ class DistributedCollector:
                         continue
                     parts[c] = out
                     self.stats["rollout_seconds"] += out["seconds"]
+                    step_rollout_s.append(out["seconds"])
                     for j, ro in enumerate(out["rollouts"]):
                         s = int(bounds[c]) + j
                         scoring.submit(s, objective.backend_name, objective.backend_params, objective.reward_mode,
@@ -271,6 +273,7 @@ class DistributedCollector:
                     if status == "ok" and s not in rewards:  # exactly once per scene
                         rewards[s], scores[s], dt = out
                         self.stats["score_seconds"] += dt
+                        step_score_s.append(dt)
         self.stats["requeued"] += rollouts.n_requeued + scoring.n_requeued
         rb = self._merge(parts, chunks, inputs)
         R = rb.token_index.shape[0]
@@ -284,6 +287,11 @@ class DistributedCollector:
             "runtime/weights_version": float(version),
             "runtime/policy_lag": 0.0,
             "runtime/scene_rollouts_per_second": n_scene * R / dt if dt > 0 else 0.0,
+            # per-stage throughput: one rollout actor's rate, one scorer's rate
+            "runtime/rollout_actor_scene_rollouts_per_second": n_scene * R / max(sum(step_rollout_s), 1e-9),
+            "runtime/scorer_scenes_per_second": n_scene / max(sum(step_score_s), 1e-9),
+            "runtime/rollout_seconds_max": max(step_rollout_s),
+            "runtime/score_seconds_total": sum(step_score_s),
         })
         return exp
 
