@@ -10,7 +10,11 @@ if [ "${1:-}" = "--" ]; then
   shift; ENTRY=("$@")
 else
   CONFIG="${1:-configs/demo.yaml}"; shift || true
-  ENTRY=(smart-r1 train --config "$CONFIG" --ray --address auto "$@")
+  if grep -q -- '"--ray"' smart_r1/cli/train.py 2>/dev/null; then
+    ENTRY=(smart-r1 train --config "$CONFIG" --ray --address auto "$@")
+  else  # the CLI flag is not wired yet: the same driver, called directly
+    ENTRY=(python -m learner.driver --config "$CONFIG" --address auto "$@")
+  fi
 fi
 RUNTIME_ENV_JSON="$("$BIN/python" - <<PY
 import json, os
