@@ -38,6 +38,7 @@ __all__ = [
     "expand_paths",
     "iter_file_records",
     "iter_records",
+    "looks_like_tfrecord",
     "masked_crc32c",
     "write_records",
 ]
@@ -195,6 +196,15 @@ def expand_paths(spec: PathSpec) -> list[str]:
 def _is_gzip(path: str) -> bool:
     with open(path, "rb") as f:
         return f.read(2) == _GZIP_MAGIC
+
+
+def looks_like_tfrecord(path: str | os.PathLike) -> bool:
+    """True if `path` is gzip-compressed or starts with a TFRecord header whose length CRC checks out."""
+    with open(path, "rb") as f:
+        head = f.read(_HEADER.size)
+    if head[:2] == _GZIP_MAGIC:
+        return True
+    return len(head) == _HEADER.size and masked_crc32c(head[:8]) == _HEADER.unpack(head)[1]
 
 
 def _open_stream(path: str) -> BinaryIO:

@@ -22,7 +22,6 @@ import dataclasses
 import glob
 import io
 import os
-import struct
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +30,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from smart_r1.data.scene import CURRENT_TIME_INDEX_WOMD, N_FUTURE_STEP
+from smart_r1.data.tfrecord import expand_paths, looks_like_tfrecord, write_records
 from smart_r1.sim.rollouts import TRAJ_HEADING, TRAJ_X, TRAJ_Y, TRAJ_Z, Rollouts
 
 N_ROLLOUT_OFFICIAL = 32  # submission_specs: parallel rollouts per scene
@@ -507,87 +507,35 @@ def load_rollouts(path: str | os.PathLike) -> dict[str, Rollouts]:
 
 
 # ----------------------------------------------------------------------------------------------
-# Scenario protos from files (TFRecord framing or raw binproto), without TensorFlow
+# Scenario protos from files: TFRecord I/O lives in smart_r1.data.tfrecord / scenario_io
 # ----------------------------------------------------------------------------------------------
 
 
-def _masked_crc(data: bytes) -> int:
-    import crc32c
+def iter_scenario_protos(paths) -> Iterator:
+    """`scenario_pb2.Scenario` protos from TFRecord files (plain or gzip, CRC-checked by
+    `smart_r1.data.scenario_io.read_scenario_protos`) or single serialized Scenario files.
+    `paths`: anything `smart_r1.data.tfrecord.expand_paths` takes. Errors name the file, the
+    record and its byte offset."""
+    from smart_r1.data.convert import parse_scenario
+    from smart_r1.data.scenario_io import read_scenario_protos
 
-    crc = crc32c.crc32c(data)
-    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-
-def iter_tfrecord(path: str | os.PathLike, check_crc: bool = True) -> Iterator[bytes]:
-    """Records of a TFRecord file (uint64 length, masked crc32c of it, data, masked crc32c)."""
-    with open(path, "rb") as f:
-        index = 0
-        while True:
-            head = f.read(12)
-            if not head:
-                return
-            if len(head) < 12:
-                raise ValueError(f"{path}: record {index}: truncated header")
-            (length,) = struct.unpack("<Q", head[:8])
-            (len_crc,) = struct.unpack("<I", head[8:])
-            if check_crc and _masked_crc(head[:8]) != len_crc:
-                raise ValueError(f"{path}: record {index}: length crc mismatch (not a TFRecord file?)")
-            data = f.read(length)
-            tail = f.read(4)
-            if len(data) < length or len(tail) < 4:
-                raise ValueError(f"{path}: record {index}: truncated data")
-            if check_crc and _masked_crc(data) != struct.unpack("<I", tail)[0]:
-                raise ValueError(f"{path}: record {index}: data crc mismatch")
-            yield data
-            index += 1
-
-
-def iter_scenario_protos(paths: Iterable[str | os.PathLike]) -> Iterator:
-    """`scenario_pb2.Scenario` protos from TFRecord files (or single serialized Scenario files)."""
-    sp = _scenario_pb()
-    for path in paths:
-        with open(path, "rb") as f:
-            head = f.read(12)
-        is_tfrecord = len(head) == 12 and _masked_crc(head[:8]) == struct.unpack("<I", head[8:])[0]
-        blobs = iter_tfrecord(path) if is_tfrecord else [Path(path).read_bytes()]
-        for i, blob in enumerate(blobs):
-            try:
-                scenario = sp.Scenario.FromString(blob)
-            except Exception as err:  # DecodeError
-                raise ValueError(f"{path}: record {i}: not a Scenario proto ({err})") from err
-            if not scenario.scenario_id:
-                raise ValueError(f"{path}: record {i}: Scenario without scenario_id")
-            yield scenario
+    for path in expand_paths(paths):
+        if looks_like_tfrecord(path):
+            yield from read_scenario_protos(path)
+        else:
+            yield parse_scenario(Path(path).read_bytes(), path, 0, 0)
 
 
 def read_scenarios(spec, only_ids: Iterable[str] | None = None) -> dict:
-    """`{scenario_id: scenario_pb2.Scenario}` from a path, glob, comma list, directory or list.
-    Uses `smart_r1.data.scenario_io.read_scenario_protos` when present (CRC-checked, gzip),
-    else this module's TFRecord reader. `only_ids`: keep just these scenes. A scenario id seen
-    twice is an error; a spec that matches no file is an error."""
-    wanted = set(only_ids) if only_ids is not None else None
-    try:
-        from smart_r1.data.scenario_io import read_scenario_protos
+    """`{scenario_id: scenario_pb2.Scenario}` from a path, glob, comma list, directory or list of
+    TFRecord files (`smart_r1.data.scenario_io.read_scenario_protos`: CRC-checked, gzip).
+    `only_ids`: keep just these scenes. A scenario id seen twice is an error; a spec that
+    matches no file is an error."""
+    from smart_r1.data.scenario_io import read_scenario_protos
 
-        protos: Iterable = read_scenario_protos(spec)
-    except ImportError:
-        specs = [spec] if isinstance(spec, (str, os.PathLike)) else list(spec)
-        files: list[str] = []
-        for s in specs:
-            for part in str(s).split(","):
-                p = Path(part)
-                if p.is_dir():
-                    files += sorted(str(q) for q in p.iterdir() if q.is_file())
-                elif p.exists():
-                    files.append(str(p))
-                else:
-                    matched = sorted(glob.glob(part))
-                    if not matched:
-                        raise FileNotFoundError(f"scenes {part!r}: no such file")
-                    files += matched
-        protos = iter_scenario_protos(files)
+    wanted = set(only_ids) if only_ids is not None else None
     out: dict = {}
-    for proto in protos:
+    for proto in read_scenario_protos(spec):
         sid = str(proto.scenario_id)
         if wanted is not None and sid not in wanted:
             continue
@@ -598,12 +546,8 @@ def read_scenarios(spec, only_ids: Iterable[str] | None = None) -> dict:
 
 
 def write_scenarios_tfrecord(path: str | os.PathLike, scenarios: Iterable) -> Path:
-    """Write `scenario_pb2.Scenario` protos to one uncompressed TFRecord file."""
+    """Write `scenario_pb2.Scenario` protos to one uncompressed TFRecord file (atomically,
+    `smart_r1.data.tfrecord.write_records`)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as f:
-        for scenario in scenarios:
-            data = scenario.SerializeToString()
-            head = struct.pack("<Q", len(data))
-            f.write(head + struct.pack("<I", _masked_crc(head)) + data + struct.pack("<I", _masked_crc(data)))
+    write_records(path, (scenario.SerializeToString() for scenario in scenarios), compress=False)
     return path

@@ -4,6 +4,7 @@ in a .tar.gz -> read back identical; invalid rollout sets are named and not pack
 from __future__ import annotations
 
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -200,13 +201,10 @@ def test_corrupt_submission_named(tmp_path):
         read_submission(tmp_path / "nope.tar.gz")
 
 
-@pytest.mark.parametrize("fallback", [False, True])
-def test_read_scenarios_paths_globs_dirs(real_scenario_path, tmp_path, monkeypatch, fallback):
-    """read_scenarios with and without smart_r1.data.scenario_io (the built-in TFRecord reader)."""
+def test_read_scenarios_paths_globs_dirs(real_scenario_path, tmp_path):
+    """read_scenarios over smart_r1.data.scenario_io: files, globs, directories, lists, only_ids."""
     from smart_r1.metrics.submission import read_scenarios, write_scenarios_tfrecord
 
-    if fallback:
-        monkeypatch.setitem(__import__("sys").modules, "smart_r1.data.scenario_io", None)
     (real_proto,) = list(iter_scenario_protos([real_scenario_path]))
     copies = []
     for k in range(3):
@@ -226,3 +224,25 @@ def test_read_scenarios_paths_globs_dirs(real_scenario_path, tmp_path, monkeypat
         read_scenarios([str(tmp_path / "d" / "a.tfrecord"), str(tmp_path / "dup.tfrecord")])
     with pytest.raises((FileNotFoundError, ValueError)):
         read_scenarios(str(tmp_path / "nothing_*.tfrecord"))
+
+
+def test_iter_scenario_protos_tfrecord_raw_and_errors(real_scenario_path, tmp_path):
+    """TFRecord (plain, gzip) and single serialized Scenario files; bad input names file, record, offset."""
+    from smart_r1.data.tfrecord import TFRecordCorruptError
+    from smart_r1.metrics.submission import write_scenarios_tfrecord
+
+    (real_proto,) = list(iter_scenario_protos([real_scenario_path]))
+    raw = tmp_path / "one.binproto"
+    raw.write_bytes(real_proto.SerializeToString())
+    gz = write_scenarios_tfrecord(tmp_path / "two.tfrecord.gz", [real_proto, real_proto])
+    assert gz.read_bytes()[:2] != b"\x1f\x8b"  # written uncompressed whatever the name
+    got = list(iter_scenario_protos([raw, gz, real_scenario_path]))
+    assert [p.scenario_id for p in got] == [SID] * 4 and got[0] == real_proto
+    garbage = tmp_path / "garbage.bin"
+    garbage.write_bytes(b"\xff\xff\xff not a proto")
+    with pytest.raises(ValueError, match="garbage.bin: record 0"):
+        list(iter_scenario_protos([garbage]))
+    torn = tmp_path / "torn.tfrecord"
+    torn.write_bytes(Path(real_scenario_path).read_bytes()[:-10])
+    with pytest.raises(TFRecordCorruptError, match=r"torn.tfrecord: record 0 at byte offset 0"):
+        list(iter_scenario_protos([torn]))
