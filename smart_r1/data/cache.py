@@ -36,7 +36,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +43,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from smart_r1.data.atomic import atomic_output
 from smart_r1.data.scene import MapData, Scene, TrafficSignals
 
 __all__ = [
@@ -208,13 +208,6 @@ def table_to_scenes(table) -> list[Scene]:
 
 
 # ----------------------------------------------------------------------------- Parquet shards
-def _atomic_target(path: Path) -> str:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{_TMP_MARK}", dir=path.parent)
-    os.close(fd)
-    return tmp
-
-
 def write_cache_shard(path: str | os.PathLike, scenes: Sequence[Scene], metadata: dict | None = None) -> Path:
     """Write scenes to one Parquet shard atomically. `metadata` (JSON-able) goes into the footer."""
     import pyarrow.parquet as pq
@@ -225,8 +218,7 @@ def write_cache_shard(path: str | os.PathLike, scenes: Sequence[Scene], metadata
     for k, v in (metadata or {}).items():
         meta[_META_PREFIX + k.encode()] = json.dumps(v).encode()
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), **meta})
-    tmp = _atomic_target(path)
-    try:
+    with atomic_output(path, prefix=f".{path.name}{_TMP_MARK}", suffix="") as tmp:
         pq.write_table(
             table,
             tmp,
@@ -235,16 +227,6 @@ def write_cache_shard(path: str | os.PathLike, scenes: Sequence[Scene], metadata
             use_dictionary=False,
             write_statistics=False,
         )
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
     return path
 
 
@@ -342,11 +324,9 @@ def _write_manifest(out_dir: Path, entries: list[dict], inputs: list[str], extra
         "shards": done,
         **extra,
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{MANIFEST_NAME}{_TMP_MARK}", dir=out_dir)
-    with os.fdopen(fd, "w") as f:
-        json.dump(manifest, f, indent=1)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, out_dir / MANIFEST_NAME)
+    with atomic_output(out_dir / MANIFEST_NAME, prefix=f".{MANIFEST_NAME}{_TMP_MARK}", suffix="", fsync=False) as tmp:
+        with open(tmp, "w") as f:
+            json.dump(manifest, f, indent=1)
     return manifest
 
 

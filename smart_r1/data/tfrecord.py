@@ -22,13 +22,14 @@ import glob
 import gzip
 import os
 import struct
-import tempfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Iterable, Iterator, Sequence, Union
 
 import crc32c as _crc32c
+
+from smart_r1.data.atomic import atomic_output
 
 __all__ = [
     "RecordRef",
@@ -330,34 +331,19 @@ def write_records(path: str | os.PathLike, records: Iterable[bytes], compress: b
     path = Path(path)
     if compress is None:
         compress = path.suffix == ".gz"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     n = 0
-    try:
-        with os.fdopen(fd, "wb", buffering=1 << 20) as raw:
-            sink: BinaryIO
-            if compress:
-                # mtime=0: the same records give the same bytes.
-                sink = gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0)  # type: ignore[assignment]
-            else:
-                sink = raw
-            for data in records:
-                if not isinstance(data, (bytes, bytearray, memoryview)):
-                    raise TypeError(f"{path}: record {n} is {type(data).__name__}, expected bytes")
-                sink.write(encode_record(bytes(data)))
-                n += 1
-            if compress:
-                sink.close()
-            else:
-                sink.flush()
-            raw.flush()
-            os.fsync(raw.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    with atomic_output(path) as tmp, open(tmp, "wb", buffering=1 << 20) as raw:
+        sink: BinaryIO
+        if compress:
+            # mtime=0: the same records give the same bytes.
+            sink = gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0)  # type: ignore[assignment]
+        else:
+            sink = raw
+        for data in records:
+            if not isinstance(data, (bytes, bytearray, memoryview)):
+                raise TypeError(f"{path}: record {n} is {type(data).__name__}, expected bytes")
+            sink.write(encode_record(bytes(data)))
+            n += 1
+        if compress:
+            sink.close()
     return n

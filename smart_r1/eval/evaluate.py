@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from smart_r1.data.atomic import atomic_output
 from smart_r1.data.scene import Scene
 from smart_r1.eval.sources import RolloutSource, make_source, slug, unique_names
 from smart_r1.metrics.base import GROUPS, LIKELIHOOD_FIELDS, RATE_FIELDS, MetricBackend, SceneScores, get_backend
@@ -162,18 +162,9 @@ class ScoreStore:
         import pyarrow.parquet as pq
 
         t0 = time.perf_counter()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         table = pa.Table.from_pylist(self.rows, schema=_schema()) if self.rows else _schema().empty_table()
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        os.close(fd)
-        try:
+        with atomic_output(self.path, fsync=False) as tmp:
             pq.write_table(table, tmp)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, self.path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
         self._dirty = False
         self._last_write_end = time.perf_counter()
         self._last_write_cost = self._last_write_end - t0

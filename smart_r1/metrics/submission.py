@@ -29,6 +29,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from smart_r1.data.atomic import atomic_output
 from smart_r1.data.scene import CURRENT_TIME_INDEX_WOMD, N_FUTURE_STEP
 from smart_r1.data.tfrecord import expand_paths, looks_like_tfrecord, write_records
 from smart_r1.sim.rollouts import TRAJ_HEADING, TRAJ_X, TRAJ_Y, TRAJ_Z, Rollouts
@@ -382,10 +383,8 @@ def export_submission(
         raise SubmissionValidationError("no valid rollout set to pack", scenario_id=",".join(invalid))
     n_shard = max(1, -(-len(valid) // max(1, scenes_per_shard)))
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
     names = []
-    tmp = out_path.with_name(out_path.name + ".partial")
-    with tarfile.open(tmp, "w:gz") as tar:
+    with atomic_output(out_path, fsync=False) as tmp, tarfile.open(tmp, "w:gz") as tar:
         for i in range(n_shard):
             chunk = valid[i * scenes_per_shard : (i + 1) * scenes_per_shard]
             data = build_submission(chunk, metadata).SerializeToString()
@@ -394,7 +393,6 @@ def export_submission(
             info.mtime = 0  # reproducible archives
             tar.addfile(info, io.BytesIO(data))
             names.append(info.name)
-    os.replace(tmp, out_path)
     return ExportReport(out_path, names, len(items), [p.scenario_id for p in valid], invalid)
 
 
