@@ -1,16 +1,24 @@
 """Official WOSAC 2025 results as parity fixtures for the fast metric backend.
 
-Runs the installed official code (`waymo_open_dataset`, in-process, TensorFlow) on parity
-scenes x rollout policies and stores, per case, the scene (as a Scenario proto), the rollouts
-(float32 npz) and the official `SimAgentMetrics` fields (JSON) under
-`tests/fixtures/metrics/parity/`. Expensive (tens of seconds per case on 2 cores; preload
-tcmalloc: `LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4`). Not a test.
+Runs the installed official code (`waymo_open_dataset` 1.6.7, in-process, TensorFlow; the
+same calls as `metrics.compute_scenario_metrics_for_bundle`) and stores under
+`tests/fixtures/metrics/parity/`:
+- `official.json`: one entry per (scene, rollout policy) with the official `SimAgentMetrics`
+  fields, `scenes/<id>.binproto.gz` (the Scenario proto scored) and
+  `rollouts/<id>__<policy>.npz` (float32 trajectories [n_rollout, n_sim, 80, 4] + agent ids).
+- `real_637f20cafde22ff8.json` (`--real`): the 4 rollout sets of the reference table on the
+  real scene (shared submission, log replay, frozen, const-vel; 32 rollouts).
 
-    python -m benchmarks.make_parity_fixtures [--n-scenes 20] [--policies log_noise,const_vel,frozen,perturbed]
+Scenes: `smart_r1.data.synth.generate_scenario(1000 + i, 0, SynthConfig(min_agents=6,
+max_agents=14))`, map cropped to 50 m around the agents (the cropped scene is the fixture), every
+4th scene with all signals forced to STOP (red-light violations). Policies: log + noise,
+constant velocity, frozen, perturbed (random walk); 16 rollouts (32 was not affordable:
+~15-45 s per case for the official code on the shared 2-core box). Rollout positions are
+rounded to 1/128 m and headings to 1/1024 rad so the npz files compress (still float32).
+Preload tcmalloc for speed: `LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4`.
+Resumable (entries already in official.json are skipped). Not a test.
 
-Scenes: if `smart_r1.data.synth.generate_scenario` is usable, synthetic scenes; otherwise
-parity scenes derived from the real scene 637f20cafde22ff8 (subsets of agents, translated /
-rotated, altered signal states), see `derived_scenarios`.
+    python -m benchmarks.make_parity_fixtures [--n-scenes 20] [--n-rollout 16] [--real]
 """
 
 from __future__ import annotations
