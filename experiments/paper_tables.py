@@ -150,8 +150,22 @@ def main(argv=None) -> int:
     ap.add_argument("--aggregate-only", action="store_true", help="only rebuild the tables from <out>/results.json")
     args = ap.parse_args(argv)
     if args.aggregate_only:
-        all_results = json.loads((Path(args.out) / "results.json").read_text())
-        per_seed = [rows_for_seed(r) for r in all_results.values() if "base" in r]
+        # Every finished run of every seed directory (also those of a still-running seed).
+        all_results = {}
+        for sd in sorted(Path(args.out).glob("seed*")):
+            runs = {p.parent.name: json.loads(p.read_text()) for p in sd.glob("*/evaluation.json")}
+            if "base" in runs:
+                all_results[sd.name] = runs
+        per_seed = [rows_for_seed(r) for r in all_results.values()]
+        # Only rows present in every seed are aggregated.
+        for table in list(per_seed[0]):
+            common = set.intersection(*[set(p.get(table, {})) for p in per_seed])
+            for p in per_seed:
+                if len(common) > 1:
+                    p[table] = {k: v for k, v in p[table].items() if k in common}
+                else:
+                    p.pop(table, None)
+        print(f"seeds: {list(all_results)}")
         md = markdown_tables(per_seed, TITLES)
         (Path(args.out) / "tables.md").write_text(md)
         print(md)

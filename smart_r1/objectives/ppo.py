@@ -117,5 +117,5 @@ class PPO(RLObjective):
         logp_old = rb.logprob.to(logp.device).float()  # [R, n_agent, 16]
         loss, parts = ppo_loss(logp, logp_old, adv, values, returns, mask, self.clip_eps, self.value_coef, logp_ref, self.beta)
         out = {f"ppo/{k}": float(v.detach()) for k, v in parts.items()}
-        out.update({"loss": float(loss.detach()), "kl": float(parts["kl"]), "value/mean": float(masked_mean(values.detach(), mask))})
+        out.update({"loss": float(loss.detach()), "kl": float(parts["kl"].detach()), "value/mean": float(masked_mean(values.detach(), mask))})
         return loss, out
