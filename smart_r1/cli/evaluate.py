@@ -13,22 +13,20 @@ Non-learned policies: `baseline:constant_velocity`, `baseline:log_replay`, `base
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
+from smart_r1.cli.common import add_command, add_scenes_argument, scenes_spec
+
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "evaluate",
-        help="roll out checkpoints / baselines / rollout files, score (WOSAC) and write a report",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = add_command(
+        subparsers, "evaluate", "roll out checkpoints / baselines / rollout files, score (WOSAC) and write a report", __doc__
     )
     p.add_argument("--checkpoint", action="append", default=[], help="checkpoint file or baseline:<name> (repeatable)")
     p.add_argument("--rollouts", action="append", default=[], help="submission (.binproto/shards/.tar.gz), .npz or dir of .npz (repeatable)")
     p.add_argument("--name", action="append", default=None, help="row label per --checkpoint then --rollouts, in order (repeatable)")
-    p.add_argument("--scenes", required=True, nargs="+", help="Scenario TFRecord files: paths, globs, directories")
+    add_scenes_argument(p)
     p.add_argument("--backend", default="fast", choices=("fast", "official"), help="metric backend")
     p.add_argument("--config-year", type=int, default=2025, choices=(2025, 2024))
     p.add_argument("--num-rollouts", type=int, default=32)
@@ -73,7 +71,7 @@ def run(args) -> int:
             uri, experiment=args.experiment, run_name=args.run_name, buffer_dir=os.path.join(args.out, ".tracking_buffer"),
             tags={"smart_r1.command": "evaluate"},
         )
-    scenes = args.scenes if len(args.scenes) > 1 else args.scenes[0]
+    scenes = scenes_spec(args.scenes)
     try:
         result = evaluate(
             checkpoints=args.checkpoint,

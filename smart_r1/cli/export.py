@@ -1,4 +1,4 @@
-"""`smart-r1 export-submission`: pack rollouts into a WOSAC leaderboard submission.
+r"""`smart-r1 export-submission`: pack rollouts into a WOSAC leaderboard submission.
 
     smart-r1 export-submission --scenes 'data/test/*.tfrecord*' --rollouts runs/rollouts/ \
         --out submission.tar.gz --account me@example.com --method smart-r1-7m [--authors A B ...]
@@ -13,18 +13,14 @@ submission checks; any failure is listed (scene and agent ids) and nothing is pa
 
 from __future__ import annotations
 
-import argparse
 import sys
+
+from smart_r1.cli.common import add_command, add_scenes_argument, scenes_spec
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "export-submission",
-        help="validate rollouts and pack a WOSAC submission .tar.gz",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--scenes", required=True, nargs="+", help="Scenario TFRecord files: paths, globs, directories")
+    p = add_command(subparsers, "export-submission", "validate rollouts and pack a WOSAC submission .tar.gz", __doc__)
+    add_scenes_argument(p)
     p.add_argument("--rollouts", required=True, help="directory of .npz rollouts, one .npz, or a submission")
     p.add_argument("--out", required=True, help="output .tar.gz")
     p.add_argument("--account", required=True, help="account_name (the leaderboard account e-mail)")
@@ -66,7 +62,7 @@ def run(args) -> int:
     if not rollouts:
         print(f"smart-r1 export-submission: {args.rollouts}: no rollouts found", file=sys.stderr)
         return 2
-    scenarios = read_scenarios(args.scenes if len(args.scenes) > 1 else args.scenes[0])
+    scenarios = read_scenarios(scenes_spec(args.scenes))
     no_scene = sorted(set(rollouts) - set(scenarios))
     if no_scene:
         print(f"smart-r1 export-submission: rollouts for scenes not among --scenes: {no_scene}", file=sys.stderr)

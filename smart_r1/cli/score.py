@@ -1,4 +1,4 @@
-"""`smart-r1 score`: score a WOSAC submission locally against scenario files — the local
+r"""`smart-r1 score`: score a WOSAC submission locally against scenario files — the local
 stand-in for the leaderboard server.
 
     smart-r1 score --scenes 'data/val/*.tfrecord*' --submission sub.tar.gz \
@@ -12,21 +12,17 @@ results with the official metric field names to `--json`.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 from pathlib import Path
 
+from smart_r1.cli.common import add_command, add_scenes_argument, scenes_spec
+
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "score",
-        help="score a WOSAC submission (.binproto, shards or .tar.gz) against scenario files",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--scenes", required=True, nargs="+", help="Scenario TFRecord files: paths, globs, directories")
+    p = add_command(subparsers, "score", "score a WOSAC submission (.binproto, shards or .tar.gz) against scenario files", __doc__)
+    add_scenes_argument(p)
     p.add_argument("--submission", required=True, help="submission: .binproto, shard glob, directory of shards or .tar.gz")
     p.add_argument("--backend", default="official", choices=("official", "fast"), help="metric backend: official (waymo_open_dataset) or fast (torch)")
     p.add_argument("--config-year", type=int, default=2025, choices=(2025, 2024), help="challenge config (weights)")
@@ -69,7 +65,7 @@ def run(args) -> int:
     if not submission:
         print(f"smart-r1 score: {args.submission}: the submission holds no scenario rollouts", file=sys.stderr)
         return 2
-    scenarios = read_scenarios(args.scenes if len(args.scenes) > 1 else args.scenes[0], only_ids=submission)
+    scenarios = read_scenarios(scenes_spec(args.scenes), only_ids=submission)
     missing = sorted(set(submission) - set(scenarios))
     if missing:
         print(
