@@ -5,6 +5,7 @@ metrics, params, artifacts and registered model are then checked through the MLf
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -87,4 +88,6 @@ def test_ray_job_submit_training_logs_to_mlflow(tmp_path):
     finally:
         _run(["bash", "cluster/stop.sh"], env, timeout=120)
         left = subprocess.run(["pgrep", "-f", "--", str(state)], capture_output=True, text=True).stdout.split()
+        if not left:
+            shutil.rmtree(state, ignore_errors=True)
         assert not left, f"processes left behind: {left}"
