@@ -237,71 +237,53 @@ def iter_file_records(path: str | os.PathLike, skip_corrupt: bool = False, stats
     stats.files += 1
     index = 0
     offset = 0
+
+    def corrupt(reason: str, cause: BaseException | None = None, abandon_file: bool = True) -> None:
+        """Raise `TFRecordCorruptError` for the current record, or (skip_corrupt) count it in `stats`."""
+        exc = TFRecordCorruptError(path, index, offset, reason)
+        if not skip_corrupt:
+            if cause is not None:
+                raise exc from cause
+            raise exc
+        stats.record_skip(exc, abandon_file=abandon_file)
+
     with _open_stream(path) as f:
         while True:
             try:
                 header = _read_exact(f, _HEADER.size)
             except (OSError, EOFError, zlib.error) as err:  # bad / truncated gzip stream
-                exc = TFRecordCorruptError(path, index, offset, f"unreadable compressed stream: {err}")
-                if not skip_corrupt:
-                    raise exc from err
-                stats.record_skip(exc, abandon_file=True)
+                corrupt(f"unreadable compressed stream: {err}", err)
                 return
             if not header:
                 return
             if len(header) < _HEADER.size:
-                exc = TFRecordCorruptError(
-                    path, index, offset, f"truncated header: {len(header)} of {_HEADER.size} bytes before end of file"
-                )
-                if not skip_corrupt:
-                    raise exc
-                stats.record_skip(exc, abandon_file=True)
+                corrupt(f"truncated header: {len(header)} of {_HEADER.size} bytes before end of file")
                 return
             length, length_crc = _HEADER.unpack(header)
             expected = masked_crc32c(header[:8])
             if length_crc != expected:
-                exc = TFRecordCorruptError(
-                    path,
-                    index,
-                    offset,
+                corrupt(
                     f"length CRC mismatch (stored {length_crc:#010x}, computed {expected:#010x}); "
-                    "record boundaries after this point are unknown",
+                    "record boundaries after this point are unknown"
                 )
-                if not skip_corrupt:
-                    raise exc
-                stats.record_skip(exc, abandon_file=True)
                 return
             try:
                 body = _read_exact(f, length + _FOOTER.size)
             except (OSError, EOFError, zlib.error) as err:
-                exc = TFRecordCorruptError(path, index, offset, f"unreadable compressed stream: {err}")
-                if not skip_corrupt:
-                    raise exc from err
-                stats.record_skip(exc, abandon_file=True)
+                corrupt(f"unreadable compressed stream: {err}", err)
                 return
             if len(body) < length + _FOOTER.size:
                 what = "data" if len(body) < length else "data CRC"
-                exc = TFRecordCorruptError(
-                    path,
-                    index,
-                    offset,
+                corrupt(
                     f"truncated {what}: record declares {length} data bytes + 4 CRC bytes, "
-                    f"only {len(body)} bytes before end of file",
+                    f"only {len(body)} bytes before end of file"
                 )
-                if not skip_corrupt:
-                    raise exc
-                stats.record_skip(exc, abandon_file=True)
                 return
             data = body[:length]
             (data_crc,) = _FOOTER.unpack_from(body, length)
             expected = masked_crc32c(data)
             if data_crc != expected:
-                exc = TFRecordCorruptError(
-                    path, index, offset, f"data CRC mismatch (stored {data_crc:#010x}, computed {expected:#010x})"
-                )
-                if not skip_corrupt:
-                    raise exc
-                stats.record_skip(exc)
+                corrupt(f"data CRC mismatch (stored {data_crc:#010x}, computed {expected:#010x})", abandon_file=False)
             else:
                 stats.records += 1
                 stats.bytes += length
