@@ -47,6 +47,13 @@ def _where(ref: RecordRef) -> str:
     return f"{ref.path}: record {ref.index} at byte offset {ref.offset}"
 
 
+def _check_scene(scene: Scene, ref: RecordRef, allow_missing_map: bool) -> None:
+    """`SceneValidationError` naming the record if `scene` has validation problems."""
+    problems = validation_problems(scene, allow_missing_map)
+    if problems:
+        raise SceneValidationError(f"{_where(ref)}: " + "; ".join(problems))
+
+
 def iter_scenes_with_refs(
     paths: PathSpec,
     skip_corrupt: bool = False,
@@ -68,11 +75,11 @@ def iter_scenes_with_refs(
         if scene.map.n_feature == 0:
             stats.missing_map += 1
         if validate:
-            problems = validation_problems(scene, allow_missing_map)
-            if problems:
-                err = SceneValidationError(f"{_where(ref)}: " + "; ".join(problems))
+            try:
+                _check_scene(scene, ref, allow_missing_map)
+            except SceneValidationError as err:
                 if not skip_corrupt:
-                    raise err
+                    raise
                 stats.record_skip(err)
                 stats.invalid += 1
                 continue
@@ -113,8 +120,6 @@ def load_scene(path, index: int = 0, validate: bool = False, allow_missing_map: 
         if ref.index == index:
             scene = scenario_to_scene(ref)
             if validate:
-                problems = validation_problems(scene, allow_missing_map)
-                if problems:
-                    raise SceneValidationError(f"{_where(ref)}: " + "; ".join(problems))
+                _check_scene(scene, ref, allow_missing_map)
             return scene
     raise IndexError(f"{files[0]}: no record {index} (file holds fewer records)")
