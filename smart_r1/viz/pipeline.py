@@ -26,11 +26,10 @@ def load_rollouts_for_scene(
     scene: Scene, rollouts_path: str | None = None, checkpoint: str | None = None, num_rollouts: int = 3, seed: int = 0
 ) -> Rollouts | None:
     if rollouts_path:
-        if str(rollouts_path).endswith(".npz"):
-            data = np.load(rollouts_path)
-            return Rollouts(str(data["scenario_id"]), data["agent_id"], data["trajectories"])
-        from smart_r1.metrics.submission import read_submission
+        from smart_r1.metrics.submission import load_rollouts_npz, read_submission
 
+        if str(rollouts_path).endswith(".npz"):
+            return load_rollouts_npz(rollouts_path)
         by_scene = read_submission(rollouts_path)
         if scene.scenario_id not in by_scene:
             raise LookupError(f"submission {rollouts_path} has no rollouts for scene {scene.scenario_id!r}")
