@@ -209,6 +209,7 @@ class _IncrementalDecoder:
         token_valid: torch.Tensor,  # [G, n, 18]
         head_rows: torch.Tensor,  # [n_head] indices (into the n agents given) that need logits
         agents: torch.Tensor | None = None,  # [n] batch agent rows of the n agents given (default: all)
+        row_offset: int = 0,  # first cache row of these G x n rows (chunks of rollouts)
     ) -> torch.Tensor:
         """Run position p for every row; returns logits [G, n_head, V]."""
         m, b = self.model, self.batch
@@ -236,9 +237,11 @@ class _IncrementalDecoder:
         for l in range(self.n_layer):
             blk = m.temporal_layers[l]
             k, v = blk.kv(x)  # [G*n, inner]
-            self.cache_k[l][:, p] = k
-            self.cache_v[l][:, p] = v
-            x = blk(x, self.cache_k[l][:, kpc], self.cache_v[l][:, kpc], t_mask, t_rk, t_rv)  # [G*n, hidden]
+            ck = self.cache_k[l][row_offset : row_offset + g * n]  # [G*n, 18, inner] view
+            cv = self.cache_v[l][row_offset : row_offset + g * n]  # [G*n, 18, inner] view
+            ck[:, p] = k
+            cv[:, p] = v
+            x = blk(x, ck[:, kpc], cv[:, kpc], t_mask, t_rk, t_rv)  # [G*n, hidden]
             blk = m.map_agent_layers[l]
             mk, mv = self.map_kv[l]
             x = blk(x, mk[me.index], mv[me.index], me.mask, me.rk, me.rv)  # [G*n, hidden]
@@ -269,6 +272,7 @@ def rollout(
     sampler_kwargs: dict | None = None,
     progress: bool = False,
     timings: dict | None = None,
+    chunk_rows: int | None = 128,
 ) -> RolloutBatch:
     """Batched closed-loop rollouts with cached map encodings and temporal keys/values.
 
@@ -277,7 +281,8 @@ def rollout(
     `samplers.rollout_generators`). `catk_target=False` skips the closest-to-log search over the
     whole vocabulary (then `catk_target` stays -1). `return_logprobs` is accepted for the interface;
     log-probabilities are always recorded (they cost one log-softmax per step).
-    `timings`, if a dict, receives seconds spent per phase.
+    `timings`, if a dict, receives seconds spent per phase. `chunk_rows`: rollouts are processed in
+    groups of about this many agent rows per step (None: all at once); results do not depend on it.
     """
     smp = _prepare(model, batch, n_rollout, sampler, sampler_kwargs)
     was_training = model.training
@@ -305,8 +310,15 @@ def rollout(
         for p in tqdm(steps, desc="rollout", disable=not progress, leave=False):
             state.sample(p, logits, smp, gens, catk_target)
             if p + 1 < N_TOKEN_STEP and sim.numel():
-                logits = dec.step(p + 1, state.anchor_pose[:, sim], state.anchor_valid[:, sim], state.token_index[:, sim],
-                                  state.token_valid[:, sim], all_sim, agents=sim)
+                # rollouts in chunks of ~chunk_rows rows: keeps the [rows, K, inner] edge tensors cache-sized
+                per = max(1, int(chunk_rows) // max(1, sim.numel())) if chunk_rows else n_rollout
+                parts = []
+                for r0 in range(0, n_rollout, per):
+                    r1 = min(n_rollout, r0 + per)
+                    parts.append(dec.step(p + 1, state.anchor_pose[r0:r1, sim], state.anchor_valid[r0:r1, sim],
+                                          state.token_index[r0:r1, sim], state.token_valid[r0:r1, sim], all_sim,
+                                          agents=sim, row_offset=r0 * sim.numel()))
+                logits = torch.cat(parts, 0)  # [R, n_sim, V]
         if timings is not None:
             timings["setup_s"] = t1 - t0
             timings["total_s"] = time.perf_counter() - t0
