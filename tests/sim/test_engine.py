@@ -155,3 +155,12 @@ def test_model_mode_restored(setup):
     rollout(model, batch, n_rollout=1, sampler="argmax", seed=0)
     assert model.training
     model.eval()
+
+
+def test_rollout_chunks_do_not_change_results(setup):
+    vocab, scenes, batch, model = setup
+    whole = rollout(model, batch, n_rollout=3, sampler="topk", seed=4, chunk_rows=None)
+    chunked = rollout(model, batch, n_rollout=3, sampler="topk", seed=4, chunk_rows=1)  # one rollout per chunk
+    assert torch.equal(whole.token_index, chunked.token_index)
+    torch.testing.assert_close(whole.future_pose, chunked.future_pose)
+    torch.testing.assert_close(whole.logprob, chunked.logprob, atol=1e-5, rtol=0)
