@@ -33,6 +33,7 @@ class Simulator:
 
 
 def _read_checkpoint(path: Path) -> dict:
+    first_err = None
     try:
         from smart_r1.train.checkpoint import Checkpoint
 
@@ -42,8 +43,6 @@ def _read_checkpoint(path: Path) -> dict:
         pass
     except Exception as err:  # not a Checkpoint file: try a plain dict below
         first_err = err
-    else:
-        first_err = None
     d = torch.load(path, map_location="cpu", weights_only=False)
     if not isinstance(d, dict):
         raise ValueError(f"checkpoint {path}: not a checkpoint dict ({type(d).__name__}); {first_err or ''}")
