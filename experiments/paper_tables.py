@@ -156,15 +156,24 @@ def main(argv=None) -> int:
             runs = {p.parent.name: json.loads(p.read_text()) for p in sd.glob("*/evaluation.json")}
             if "base" in runs:
                 all_results[sd.name] = runs
-        per_seed = [rows_for_seed(r) for r in all_results.values()]
-        # Only rows present in every seed are aggregated.
-        for table in list(per_seed[0]):
-            common = set.intersection(*[set(p.get(table, {})) for p in per_seed])
-            for p in per_seed:
-                if len(common) > 1:
-                    p[table] = {k: v for k, v in p[table].items() if k in common}
-                else:
-                    p.pop(table, None)
+        per_seed_all = {name: rows_for_seed(r) for name, r in all_results.items()}
+        lines = []
+        for table, title in TITLES.items():
+            # Seeds that have every row of this table (the full row set seen in any seed).
+            full = max((set(p.get(table, {})) for p in per_seed_all.values()), key=len, default=set())
+            seeds = [n for n, p in per_seed_all.items() if set(p.get(table, {})) >= full and full]
+            if not seeds:
+                continue
+            sub = [{table: {k: per_seed_all[n][table][k] for k in per_seed_all[seeds[0]][table] if k in full}} for n in seeds]
+            lines.append(f"Seeds: {', '.join(seeds)}\n")
+            lines.append(markdown_tables(sub, {table: title}))
+        md = "\n".join(lines)
+        (Path(args.out) / "tables.md").write_text(md)
+        print(f"seeds: {list(all_results)}")
+        print(md)
+        if args.write_docs:
+            Path(args.write_docs).write_text(md)
+        return 0
         print(f"seeds: {list(all_results)}")
         md = markdown_tables(per_seed, TITLES)
         (Path(args.out) / "tables.md").write_text(md)
