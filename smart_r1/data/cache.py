@@ -340,7 +340,11 @@ def _init_ray(address: str | None, num_workers: int):
     if address:
         ray.init(address=address, log_to_driver=False)
     else:
+        # A private local instance (address="local"): never attach to a cluster some other
+        # process on this machine started through /tmp/ray; token auth adds nothing in-process.
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         ray.init(
+            address="local",
             num_cpus=max(1, num_workers),
             include_dashboard=False,
             log_to_driver=False,
