@@ -1,8 +1,6 @@
 """An MPO stage of the real library run by `run_distributed`: rollouts on 2 rollout actors
 (chunks of the batch, merged back), rewards from the fast backend on 2 scorer actors,
-`make_experience` + the library update in the learner. Skipped until the simulator exports
-`smart_r1.sim.rollout` (the objectives call it); checked by hand on 2026-11-25 with an
-adapter to `smart_r1.sim.engine.rollout` (see the runtime report)."""
+`make_experience` + the library update in the learner."""
 
 from __future__ import annotations
 
@@ -16,15 +14,6 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _sim_ready() -> bool:
-    try:
-        from smart_r1.sim import rollout  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _sim_ready(), reason="smart_r1.sim.rollout not on main yet")
 def test_distributed_mpo_stage(tmp_path):
     from learner.driver import load_config_with_runtime, run_distributed
 
