@@ -23,6 +23,10 @@ def register(subparsers) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. --set stages.rft.params.beta=0.4 (repeatable)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.add_argument("--ray", action="store_true",
+                   help="distribute the RL stages over Ray rollout/scorer actors and track in MLflow "
+                        "(starts a local server when none is configured); see docs/runtime.md")
+    p.add_argument("--address", default=None, help="with --ray: Ray cluster address ('auto' inside `ray job submit`)")
     p.set_defaults(func=run)
 
 
@@ -31,6 +35,18 @@ def run(args: argparse.Namespace) -> int:
 
     from smart_r1.train.config import ConfigError, load_config, resolved_dict
 
+    if (args.ray or args.address) and not args.print_config:
+        # Ray lives outside the library: the distributed driver is in learner/.
+        from learner.driver import load_config_with_runtime, run_distributed
+
+        try:
+            cfg, runtime = load_config_with_runtime(args.config, args.overrides)
+        except ConfigError as err:
+            print(f"smart-r1 train: config error: {err}", file=sys.stderr)
+            return 2
+        result = run_distributed(cfg, resume=args.resume, address=args.address, runtime=runtime, out_dir=args.out)
+        print(f"done: {len(result.history)} steps, outputs in {result.output_dir}")
+        return 0
     try:
         cfg = load_config(args.config, args.overrides)
     except ConfigError as err:
