@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Submit the training job to the head started by start_head.sh (same auth mode and token).
-#   cluster/submit.sh configs/demo.yaml [extra smart-r1 train args]   # smart-r1 train --config ... --ray --address auto
+#   cluster/submit.sh configs/cpu_demo.yaml [extra smart-r1 train args]   # smart-r1 train --config ... --ray --address auto
 #   cluster/submit.sh -- python -m my.module --flag                  # any other entrypoint
 # Waits and streams the logs; SUBMIT_ARGS="--no-wait" returns after printing the job id.
 source "$(dirname "$0")/env.sh"
@@ -9,12 +9,8 @@ cd "$REPO_ROOT"
 if [ "${1:-}" = "--" ]; then
   shift; ENTRY=("$@")
 else
-  CONFIG="${1:-configs/demo.yaml}"; shift || true
-  if grep -q -- '"--ray"' smart_r1/cli/train.py 2>/dev/null; then
-    ENTRY=(smart-r1 train --config "$CONFIG" --ray --address auto "$@")
-  else  # the CLI flag is not wired yet: the same driver, called directly
-    ENTRY=(python -m learner.driver --config "$CONFIG" --address auto "$@")
-  fi
+  CONFIG="${1:-configs/cpu_demo.yaml}"; shift || true
+  ENTRY=(smart-r1 train --config "$CONFIG" --ray --address auto "$@")
 fi
 RUNTIME_ENV_JSON="$("$BIN/python" - <<PY
 import json, os
