@@ -59,6 +59,51 @@ def _render_and_log(cfg, out: Path, tracker) -> list[Path]:
     return paths
 
 
+def plot_run(history: list[dict], evaluations: dict[str, dict[str, float]], out_dir: Path) -> list[Path]:
+    """PNG plots of a run: per-stage training loss curves, and the realism meta metric / minADE
+    of each stage's validation."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths: list[Path] = []
+    if history:
+        fig, ax = plt.subplots(figsize=(8, 4))
+        offset = 0
+        for stage in dict.fromkeys(r["stage"] for r in history):
+            rows = [r for r in history if r["stage"] == stage and "loss" in r]
+            if not rows:
+                continue
+            ax.plot([offset + i for i in range(len(rows))], [float(r["loss"]) for r in rows], label=stage, lw=1)
+            offset += len(rows)
+        ax.set_xlabel("optimiser step (stages in order)")
+        ax.set_ylabel("loss")
+        ax.set_title("training loss per stage")
+        ax.legend()
+        fig.tight_layout()
+        paths.append(out_dir / "loss_curves.png")
+        fig.savefig(paths[-1], dpi=110)
+        plt.close(fig)
+    if evaluations:
+        stages = list(evaluations)
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+        for ax, key, label in ((axes[0], "metametric", "realism meta (higher is better)"),
+                               (axes[1], "min_average_displacement_error", "minADE m (lower is better)")):
+            values = [evaluations[s].get(key, float("nan")) for s in stages]
+            ax.bar(stages, values, color="#2f7bf5")
+            ax.set_title(label)
+            finite = [v for v in values if v == v]
+            if finite and key == "metametric":
+                ax.set_ylim(min(finite) - 0.02, max(finite) + 0.01)
+        fig.tight_layout()
+        paths.append(out_dir / "stage_comparison.png")
+        fig.savefig(paths[-1], dpi=110)
+        plt.close(fig)
+    return paths
+
+
 def run_main_job(config_path: Path, out_dir: Path, resume: bool = False, use_ray: bool = True, address: str | None = None) -> int:
     from learner.driver import load_config_with_runtime, run_distributed
     from smart_r1.tracking import make_tracker
@@ -78,7 +123,7 @@ def run_main_job(config_path: Path, out_dir: Path, resume: bool = False, use_ray
         if not use_ray:
             _banner("single process (no Ray, no MLflow server)")
             cfg.tracking.enabled = False
-            run_pipeline(cfg, resume=resume)
+            result = run_pipeline(cfg, resume=resume)
             tracker = None
         else:
             from smart_r1.mlflow_server import ensure_tracking_uri
@@ -96,7 +141,7 @@ def run_main_job(config_path: Path, out_dir: Path, resume: bool = False, use_ray
                 print(f"Ray cluster: {ray.get_runtime_context().gcs_address} ({ray.cluster_resources().get('CPU', 0):.0f} CPUs)", flush=True)
                 _preprocess_on_ray(cfg, out, address)
                 _banner("BC -> CAT-K SFT -> MPO RFT -> CAT-K SFT on Ray")
-                run_distributed(cfg, resume=resume, address=address, runtime=runtime, out_dir=str(out))
+                result = run_distributed(cfg, resume=resume, address=address, runtime=runtime, out_dir=str(out))
             finally:
                 if started:
                     ray.shutdown()
@@ -104,8 +149,12 @@ def run_main_job(config_path: Path, out_dir: Path, resume: bool = False, use_ray
             run_id = Checkpoint.load(ckpt).mlflow_run_id if ckpt else None
             tracker = make_tracker({"tracking": {"uri": uri, "experiment": cfg.tracking.experiment}}, run_id=run_id,
                                    buffer_dir=out / "tracking_buffer") if run_id else None
-        _banner("rollout renders of validation scenes")
+        _banner("plots and rollout renders of validation scenes")
         try:
+            for p in plot_run(result.history, result.evaluations, out / "plots"):
+                print(p)
+                if tracker is not None:
+                    tracker.log_artifact(p, artifact_path="plots")
             for p in _render_and_log(cfg, out, tracker):
                 print(p)
         finally:
