@@ -35,12 +35,11 @@ import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from smart_r1.data.scene import (  # noqa: E402
-    MapData,
-    MapKind,
-    Scene,
-    TrafficSignals,
-)
+from smart_r1.data.convert import scenario_to_scene  # noqa: E402
+from smart_r1.data.scenario_io import read_scenario_protos  # noqa: E402
+from smart_r1.data.scene import Scene  # noqa: E402
+from smart_r1.metrics.base import LIKELIHOOD_FIELDS, RATE_FIELDS  # noqa: E402
+from smart_r1.metrics.submission import read_submission, rollouts_to_scenario_rollouts  # noqa: E402
 from smart_r1.sim.rollouts import Rollouts  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,127 +48,23 @@ REAL_SUBMISSION = ROOT / "tests" / "fixtures" / "womd" / "constant_velocity_subm
 OUT_DIR = ROOT / "tests" / "fixtures" / "metrics" / "parity"
 
 METRIC_FIELDS = (
-    "metametric",
-    "linear_speed_likelihood",
-    "linear_acceleration_likelihood",
-    "angular_speed_likelihood",
-    "angular_acceleration_likelihood",
-    "distance_to_nearest_object_likelihood",
-    "collision_indication_likelihood",
-    "time_to_collision_likelihood",
-    "distance_to_road_edge_likelihood",
-    "offroad_indication_likelihood",
-    "traffic_light_violation_likelihood",
-    "min_average_displacement_error",
-    "average_displacement_error",
-    "simulated_collision_rate",
-    "simulated_offroad_rate",
-    "simulated_traffic_light_violation_rate",
+    ("metametric",)
+    + LIKELIHOOD_FIELDS
+    + ("min_average_displacement_error", "average_displacement_error")
+    + RATE_FIELDS
 )
 
 
 # ----------------------------------------------------------------------------------------------
-# Scenario proto <-> Scene (private fallback until smart_r1.data.convert is on main)
+# The shared real scene and submission, through the library's readers
 # ----------------------------------------------------------------------------------------------
 
 
 def read_scenario_proto(path: str | os.PathLike):
     """First `Scenario` record of a TFRecord file."""
-    from waymo_open_dataset.protos import scenario_pb2
-
-    from smart_r1.data.tfrecord import iter_records
-
-    for ref in iter_records(str(path)):
-        data = ref.data if hasattr(ref, "data") else ref
-        sc = scenario_pb2.Scenario()
-        sc.ParseFromString(bytes(data))
-        return sc
+    for proto in read_scenario_protos(str(path)):
+        return proto
     raise ValueError(f"{path}: no records")
-
-
-def scenario_to_scene(scenario, source: str = "") -> Scene:
-    """`Scenario` proto -> `Scene`. Uses `smart_r1.data.convert.scenario_to_scene` when it exists."""
-    try:
-        from smart_r1.data.convert import scenario_to_scene as convert  # type: ignore
-
-        return convert(scenario)
-    except ImportError:
-        return _proto_to_scene(scenario, source)
-
-
-def _proto_to_scene(sc, source: str = "") -> Scene:
-    n_step = len(sc.timestamps_seconds)
-    n_agent = len(sc.tracks)
-    states = np.zeros((n_agent, n_step, 9), np.float32)  # [n_agent, n_step, 9]
-    valid = np.zeros((n_agent, n_step), bool)  # [n_agent, n_step]
-    for a, tr in enumerate(sc.tracks):
-        for t, s in enumerate(tr.states):
-            states[a, t] = (s.center_x, s.center_y, s.center_z, s.heading, s.velocity_x, s.velocity_y, s.length, s.width, s.height)
-            valid[a, t] = s.valid
-    ttp = np.zeros(n_agent, bool)
-    diff = np.zeros(n_agent, np.int8)
-    order = []
-    for r in sc.tracks_to_predict:
-        ttp[r.track_index] = True
-        diff[r.track_index] = r.difficulty
-        order.append(r.track_index)
-    ooi = np.isin(np.array([t.id for t in sc.tracks]), np.array(list(sc.objects_of_interest), np.int64))
-    fid, kind, sub, speed, interp, offs, pts = [], [], [], [], [], [0], []
-    ent, ent_o, ext, ext_o, ssl, ssl_o = [], [0], [], [0], [], [0]
-    for f in sc.map_features:
-        which = f.WhichOneof("feature_data")
-        k = {"lane": MapKind.LANE, "road_line": MapKind.ROAD_LINE, "road_edge": MapKind.ROAD_EDGE, "stop_sign": MapKind.STOP_SIGN,
-             "crosswalk": MapKind.CROSSWALK, "speed_bump": MapKind.SPEED_BUMP, "driveway": MapKind.DRIVEWAY}[which]
-        d = getattr(f, which)
-        if which in ("lane", "road_line", "road_edge"):
-            p = [(q.x, q.y, q.z) for q in d.polyline]
-        elif which == "stop_sign":
-            p = [(d.position.x, d.position.y, d.position.z)]
-        else:
-            p = [(q.x, q.y, q.z) for q in d.polygon]
-        fid.append(f.id)
-        kind.append(int(k))
-        sub.append(int(getattr(d, "type", 0)) if which in ("lane", "road_line", "road_edge") else 0)
-        speed.append(d.speed_limit_mph if which == "lane" else np.nan)
-        interp.append(bool(d.interpolating) if which == "lane" else False)
-        pts.extend(p)
-        offs.append(len(pts))
-        ent.extend(d.entry_lanes if which == "lane" else [])
-        ent_o.append(len(ent))
-        ext.extend(d.exit_lanes if which == "lane" else [])
-        ext_o.append(len(ext))
-        ssl.extend(d.lane if which == "stop_sign" else [])
-        ssl_o.append(len(ssl))
-    m = MapData(
-        feature_id=np.asarray(fid, np.int64), kind=np.asarray(kind, np.int8), subtype=np.asarray(sub, np.int8),
-        speed_limit_mph=np.asarray(speed, np.float32), interpolating=np.asarray(interp, bool),
-        polyline_offsets=np.asarray(offs, np.int64), points=np.asarray(pts, np.float32).reshape(-1, 3),
-        entry_lane_offsets=np.asarray(ent_o, np.int64), entry_lane_ids=np.asarray(ent, np.int64),
-        exit_lane_offsets=np.asarray(ext_o, np.int64), exit_lane_ids=np.asarray(ext, np.int64),
-        stop_sign_lane_offsets=np.asarray(ssl_o, np.int64), stop_sign_lane_ids=np.asarray(ssl, np.int64),
-    )
-    lanes = sorted({ls.lane for dms in sc.dynamic_map_states for ls in dms.lane_states})
-    col = {l: j for j, l in enumerate(lanes)}
-    n_dms = len(sc.dynamic_map_states)
-    sig = TrafficSignals(
-        lane_id=np.asarray(lanes, np.int64), state=np.zeros((n_dms, len(lanes)), np.int8),
-        stop_point=np.zeros((n_dms, len(lanes), 3), np.float32), present=np.zeros((n_dms, len(lanes)), bool),
-        order=np.full((n_dms, len(lanes)), -1, np.int16),
-    )
-    for t, dms in enumerate(sc.dynamic_map_states):
-        for i, ls in enumerate(dms.lane_states):
-            j = col[ls.lane]
-            sig.state[t, j] = ls.state
-            sig.stop_point[t, j] = (ls.stop_point.x, ls.stop_point.y, ls.stop_point.z)
-            sig.present[t, j] = True
-            sig.order[t, j] = i
-    return Scene(
-        scenario_id=sc.scenario_id, timestamps_seconds=np.asarray(sc.timestamps_seconds, np.float64),
-        current_time_index=int(sc.current_time_index), sdc_index=int(sc.sdc_track_index),
-        agent_id=np.asarray([t.id for t in sc.tracks], np.int64), agent_type=np.asarray([t.object_type for t in sc.tracks], np.int8),
-        agent_states=states, agent_valid=valid, tracks_to_predict=ttp, tracks_to_predict_difficulty=diff,
-        objects_of_interest=ooi, map=m, signals=sig, tracks_to_predict_order=np.asarray(order, np.int64), source=source,
-    )
 
 
 def load_real_scene():
@@ -178,20 +73,8 @@ def load_real_scene():
 
 
 def load_real_submission_rollouts() -> Rollouts:
-    from waymo_open_dataset.protos import sim_agents_submission_pb2
-
-    sub = sim_agents_submission_pb2.SimAgentsChallengeSubmission()
-    sub.ParseFromString(REAL_SUBMISSION.read_bytes())
-    sr = sub.scenario_rollouts[0]
-    scenes = list(sr.joint_scenes)
-    ids = [int(t.object_id) for t in scenes[0].simulated_trajectories]
-    traj = np.zeros((len(scenes), len(ids), 80, 4), np.float32)  # [n_rollout, n_agent, 80, 4]
-    for r, js in enumerate(scenes):
-        pos = {int(t.object_id): t for t in js.simulated_trajectories}
-        for a, i in enumerate(ids):
-            t = pos[i]
-            traj[r, a] = np.stack([t.center_x, t.center_y, t.center_z, t.heading], -1)
-    return Rollouts(scenario_id=sr.scenario_id, agent_id=np.asarray(ids, np.int64), trajectories=traj)
+    (rollouts,) = read_submission(REAL_SUBMISSION).values()
+    return rollouts
 
 
 # ----------------------------------------------------------------------------------------------
@@ -262,16 +145,7 @@ def _official_config():
 
 
 def rollouts_to_proto(rollouts: Rollouts):
-    from waymo_open_dataset.protos import sim_agents_submission_pb2 as pb
-
-    out = pb.ScenarioRollouts(scenario_id=str(rollouts.scenario_id))
-    for r in range(rollouts.n_rollout):
-        js = out.joint_scenes.add()
-        for a, i in enumerate(rollouts.agent_id.tolist()):
-            t = rollouts.trajectories[r, a]
-            js.simulated_trajectories.add(center_x=t[:, 0].tolist(), center_y=t[:, 1].tolist(), center_z=t[:, 2].tolist(),
-                                          heading=t[:, 3].tolist(), object_id=int(i))
-    return out
+    return rollouts_to_scenario_rollouts(rollouts)
 
 
 def official_scores(scenario, rollouts: Rollouts, return_features: bool = False):
