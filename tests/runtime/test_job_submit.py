@@ -23,13 +23,23 @@ def _env(state: Path, auth: str) -> dict:
     for k in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "MLFLOW_TRACKING_URI"):
         env.pop(k, None)
     lo = free_port()
+    taken = set(range(lo, lo + 301))  # the worker port range; Ray refuses a component port inside it
+
+    def port() -> int:
+        """A free port outside the worker range and distinct from every other one picked."""
+        while True:
+            p = free_port()
+            if p not in taken:
+                taken.add(p)
+                return p
+
     env.update(
-        SMART_R1_STATE=str(state), RAY_AUTH=auth, RAY_PORT=str(free_port()), RAY_DASHBOARD_PORT=str(free_port()),
-        MLFLOW_PORT=str(free_port()), RAY_NUM_CPUS="2", RAY_OBJECT_STORE_BYTES="300000000",
-        RAY_START_ARGS=f"--min-worker-port {lo} --max-worker-port {lo + 300} --ray-client-server-port {free_port()}"
-                       f" --node-manager-port {free_port()} --object-manager-port {free_port()}"
-                       f" --dashboard-agent-listen-port {free_port()} --metrics-export-port {free_port()}"
-                       f" --runtime-env-agent-port {free_port()} --dashboard-agent-grpc-port {free_port()}",
+        SMART_R1_STATE=str(state), RAY_AUTH=auth, RAY_PORT=str(port()), RAY_DASHBOARD_PORT=str(port()),
+        MLFLOW_PORT=str(port()), RAY_NUM_CPUS="2", RAY_OBJECT_STORE_BYTES="300000000",
+        RAY_START_ARGS=f"--min-worker-port {lo} --max-worker-port {lo + 300} --ray-client-server-port {port()}"
+                       f" --node-manager-port {port()} --object-manager-port {port()}"
+                       f" --dashboard-agent-listen-port {port()} --metrics-export-port {port()}"
+                       f" --runtime-env-agent-port {port()} --dashboard-agent-grpc-port {port()}",
     )
     return env
 
