@@ -20,7 +20,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import os
@@ -75,24 +74,6 @@ def load_config_with_runtime(path: str, overrides: list[str] | None = None):
     return config_from_dict(apply_overrides(raw, lib_over), str(path)), runtime
 
 
-@contextlib.contextmanager
-def _distributed_objectives(collector):
-    """Inside: the training loop's `get_objective` returns objectives whose RL `collect` is
-    distributed by `collector` (everything else is the library object itself)."""
-    import smart_r1.train.loop as loop
-
-    original = loop.get_objective
-
-    def get_objective(name, **params):
-        return collector.wrap(original(name, **params))
-
-    loop.get_objective = get_objective
-    try:
-        yield
-    finally:
-        loop.get_objective = original
-
-
 def run_distributed(cfg, resume: bool = False, address: str | None = None, runtime: dict | None = None,
                     out_dir: str | None = None, stop_after_steps: int | None = None) -> Any:
     """Run the config's stage schedule on Ray with MLflow tracking. Returns the library `TrainResult`."""
@@ -136,8 +117,8 @@ def run_distributed(cfg, resume: bool = False, address: str | None = None, runti
         # ---- data (once, in the learner) and the actors
         data = prepare_data(cfg, out)
         collector = DistributedCollector(cfg, data.vocab, rt_cfg, tracker)
-        with _distributed_objectives(collector):
-            result = run_pipeline(cfg, resume=resume, tracker=tracker, data=data, stop_after_steps=stop_after_steps)
+        result = run_pipeline(cfg, resume=resume, tracker=tracker, data=data, stop_after_steps=stop_after_steps,
+                              wrap_objective=collector.wrap)
         if tracker is not None:
             info = collector.actor_info()
             mem = {f"memory/{kind}_rss_mb_max": max(i["rss_bytes"] for i in items) / 2**20 for kind, items in info.items()}

@@ -21,7 +21,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -153,11 +153,24 @@ class Trainer:
     `stop_after_steps` (tests) simulates a kill: the run returns after that many optimiser steps
     in total (counted across stages in this process), right after a checkpoint save if one was
     due, otherwise without saving.
+
+    Hooks for runtimes that distribute the work (the library itself never imports them):
+
+    - `wrap_objective(objective) -> objective`: applied to every stage's objective right after
+      `get_objective`; the Ray driver uses it to run RL experience collection on actors.
+      An objective may define `prefetch(inputs, generator, reference)`: the loop then announces
+      the next step's inputs and rollout generator before collecting the current step, so a
+      runtime can roll the next batch out while the learner updates (see `learner.smart_collect`).
+    - `evaluator(model, split, vocab, eval_cfg, seed, max_agents, radius_m, progress) -> dict`:
+      replaces the held-out evaluation after each stage (default `evaluate` in this module).
     """
 
     def __init__(self, cfg: TrainConfig, model: torch.nn.Module, vocab, train: Split, val: Split | None,
-                 out_dir: str | Path, tracker=None, vocab_dir: str | None = None, stop_after_steps: int | None = None):
+                 out_dir: str | Path, tracker=None, vocab_dir: str | None = None, stop_after_steps: int | None = None,
+                 wrap_objective: Callable[[Any], Any] | None = None, evaluator: Callable[..., dict] | None = None):
         self.cfg = cfg
+        self.wrap_objective = wrap_objective
+        self.evaluator = evaluator or evaluate
         self.model = model
         self.vocab = vocab
         self.train = train
@@ -265,6 +278,8 @@ class Trainer:
         bs = self._batch_size(stage)
         total = stage_total_steps(stage, len(self.train), bs)
         objective = get_objective(stage.objective, **stage.params)
+        if self.wrap_objective is not None:
+            objective = self.wrap_objective(objective)
         objective.to(cfg.device)
         state = build_train_state(self.model, stage, objective, total)
         if ckpt is not None:
@@ -291,6 +306,10 @@ class Trainer:
             gen = torch.Generator().manual_seed(derive_seed(cfg.seed, stage_index, step, "rollout"))
             t0 = time.perf_counter()
             inputs = self._inputs(stage_index, step, objective, bs)
+            prefetch = getattr(objective, "prefetch", None)
+            if prefetch is not None and step + 1 < total:
+                next_gen = torch.Generator().manual_seed(derive_seed(cfg.seed, stage_index, step + 1, "rollout"))
+                prefetch(self._inputs(stage_index, step + 1, objective, bs), next_gen, state.reference)
             experience = objective.collect(self.model, inputs, generator=gen, reference=state.reference)
             metrics = update(state, objective, experience)
             metrics["step_seconds"] = time.perf_counter() - t0
@@ -312,8 +331,8 @@ class Trainer:
         if bar is not None:
             bar.close()
         if cfg.eval.after_each_stage and self.val is not None and len(self.val) > 0:
-            ev = evaluate(self.model, self.val, self.vocab, cfg.eval, cfg.seed, cfg.data.max_train_agents,
-                          cfg.data.train_radius_m, progress=cfg.progress)
+            ev = self.evaluator(self.model, self.val, self.vocab, cfg.eval, cfg.seed, cfg.data.max_train_agents,
+                                cfg.data.train_radius_m, progress=cfg.progress)
             self.evaluations[stage.name] = ev
             self.tracker.log_metrics({f"eval/{stage.name}/{k}": v for k, v in ev.items()},
                                      step=self._global_step_offset + total)
