@@ -14,6 +14,7 @@ must survive a resume (calibrated alpha, PPO value head) is in `state_dict()`.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +23,8 @@ import numpy as np
 import torch
 
 from smart_r1.tokens.tokenized_scene import CURRENT_ANCHOR, N_HISTORY_TOKEN
+
+log = logging.getLogger(__name__)
 
 # ----------------------------------------------------------------------------------------------
 # Inputs and experience
@@ -393,6 +396,10 @@ class RLObjective(Objective):
         """
         rewards = torch.as_tensor(np.asarray(rewards), dtype=torch.float32)  # [R, n_scene]
         valid = torch.isfinite(rewards)  # [R, n_scene]
+        if not bool(valid.all()):
+            bad = sorted({str(inputs.scenario_ids[int(s)]) for s in torch.nonzero(~valid)[:, 1].tolist()})
+            log.warning("objective %s: %d non-finite reward(s) from the %r backend (masked out of the loss), scenes %s",
+                        self.name, int((~valid).sum()), self.backend_name, bad)
         rewards = torch.where(valid, rewards, torch.zeros_like(rewards))
         adv = self.advantages(rewards, valid)
         ok = rewards[valid]
