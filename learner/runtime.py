@@ -60,6 +60,14 @@ class RuntimeConfig:
     max_bad_fraction: float = 0.5
     torch_threads: int = 1
     seed: int = 0
+    # SMART-R1 schedule (`run_distributed`): "sync" = policy lag 0, exact single-process semantics;
+    # "async" = the next step's rollouts run while the learner updates (policy lag 1), see
+    # learner.smart_collect. The streaming DistributedRuntime is always asynchronous.
+    mode: str = "sync"
+
+    def __post_init__(self):
+        if self.mode not in ("sync", "async"):
+            raise ValueError(f"runtime config: mode {self.mode!r} is not 'sync' or 'async'")
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "RuntimeConfig":

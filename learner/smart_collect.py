@@ -19,8 +19,28 @@ objective (same loss, update, state, calibration) except that `collect` for RL o
    library `update` consumes.
 
 Objectives without that split (BC, CAT-K) run their own `collect` unchanged in the learner.
-This synchronous mode has policy lag 0 (each step's rollouts use the weights of that step),
-which keeps the single-process resume/determinism semantics of the training loop.
+
+Two modes (`RuntimeConfig.mode`):
+
+- `sync` (default): policy lag 0 (each step's rollouts use the weights of that step), which
+  keeps the single-process resume/determinism semantics of the training loop exactly.
+- `async`: the training loop announces step t+1's inputs (`prefetch`) before collecting step
+  t; the proxy publishes the current weights and submits step t+1's rollout chunks at once,
+  each chunk's scenes chained straight into the scorer pool (the scorer task takes the rollout
+  task's per-scene output ref, so scoring starts the moment a chunk finishes, with no driver
+  loop). The rollouts of t+1 therefore run on the actors while the learner does
+  `make_experience` + update of step t. Each prefetched task carries the exact weights
+  version it must use (not "newest"), so batch t+1 always uses the weights before update t:
+  policy lag exactly 1, deterministic for a seed. `collect(inputs)` takes the in-flight batch
+  whose scenario ids and rollout seed match; anything else prefetched is discarded
+  (`runtime/prefetch_misses`) and the step is collected synchronously; data older than
+  `max_policy_lag` is dropped and re-collected (`runtime/dropped_stale`); a prefetched batch
+  lost with an actor falls back to the synchronous (re-queueing) path
+  (`runtime/prefetch_failures`).
+
+Actor constructor arguments are small inline values only (the config as a dict, actor names):
+the vocabulary and the weight store are looked up by name inside the constructor, so a
+restarted actor never depends on an object-store argument (ray-project/ray#53727).
 """
 
 from __future__ import annotations
@@ -29,6 +49,7 @@ import dataclasses
 import logging
 import os
 import time
+import uuid
 
 import numpy as np
 import ray
@@ -90,7 +111,9 @@ def concat_agent_axis(parts: list[dict], n_agents: list[int]) -> dict:
 class SmartRolloutWorker:
     """Rollout actor for SMART-R1: a model replica built from the config, newest weights by version."""
 
-    def __init__(self, cfg_dict: dict, vocab_ref: list, weight_store, torch_threads: int = 1):
+    def __init__(self, cfg_dict: dict, names: dict, torch_threads: int = 1):
+        """names: {"assets": named `_AssetStore`, "weights": named `WeightStore`, "namespace": ...}
+        (plain strings: nothing in the object store is a constructor argument)."""
         import torch
 
         from smart_r1.train.config import config_from_dict
@@ -99,12 +122,14 @@ class SmartRolloutWorker:
         self.cfg = config_from_dict(cfg_dict, "<runtime>")
         if not torch.cuda.is_available():
             self.cfg.device = "cpu"  # a CPU rollout node (the learner may be on a GPU)
-        vocab = ray.get(vocab_ref[0])
+        ns = names.get("namespace")
+        assets = ray.get_actor(names["assets"], namespace=ns)
+        vocab = ray.get(ray.get(assets.get.remote("vocab"))[0])
         from smart_r1.train.pipeline import build_model_for
 
         self.model = build_model_for(self.cfg, vocab)
         self.model.eval()
-        self.weight_store = weight_store
+        self.weight_store = ray.get_actor(names["weights"], namespace=ns)
         self.version = -1
         self.n_loads = 0
 
@@ -120,13 +145,29 @@ class SmartRolloutWorker:
             self.version, self.n_loads = v, self.n_loads + 1
         return self.version
 
-    def rollout(self, objective_name: str, objective_params: dict, inputs, seed: int, min_version: int):
+    def load_exact(self, version: int, weights: list) -> int:
+        """Load exactly this version (weights = [ObjectRef of the numpy state]) unless loaded."""
+        from learner.weights import load_numpy_state
+
+        if int(version) != self.version:
+            load_numpy_state(self.model, ray.get(weights[0]))
+            self.version, self.n_loads = int(version), self.n_loads + 1
+        return self.version
+
+    def rollout(self, objective_name: str, objective_params: dict, inputs, seed: int, min_version: int,
+                exact_weights: list | None = None):
+        """exact_weights=None: newest weights with version >= min_version (sync mode, one batch in
+        flight); else [ref]: exactly version `min_version` (async mode: the next step's batch may
+        start after a newer version was published and must not pick it up)."""
         import torch
 
         from smart_r1.objectives import get_objective
 
         t0 = time.perf_counter()
-        self.sync(min_version)
+        if exact_weights is None:
+            self.sync(min_version)
+        else:
+            self.load_exact(min_version, exact_weights)
         objective = get_objective(objective_name, **objective_params)
         gen = torch.Generator().manual_seed(int(seed))
         inputs = inputs.to(self.cfg.device)
@@ -138,6 +179,13 @@ class SmartRolloutWorker:
                 fields[k] = _BATCH
         return {"cls": cls_path, "fields": fields, "rollouts": per_scene, "version": self.version,
                 "seconds": time.perf_counter() - t0, "pid": os.getpid()}
+
+    def rollout_split(self, *args, **kwargs):
+        """`rollout` as (chunk output without the per-scene Rollouts, Rollouts of scene 0, 1, ...):
+        called with num_returns = 1 + scenes, so each scorer task depends on its scene only."""
+        out = self.rollout(*args, **kwargs)
+        per_scene = out.pop("rollouts")
+        return (out, *per_scene)
 
     def info(self) -> dict:
         import psutil
@@ -174,6 +222,35 @@ SmartRolloutActor = ray.remote(SmartRolloutWorker)
 SmartScorerActor = ray.remote(SmartScoreWorker)
 
 
+@ray.remote(num_cpus=0, max_restarts=0)
+class _AssetStore:
+    """Named actor holding run assets (the vocabulary) as [ObjectRef]: rollout actors fetch them
+    in their constructor instead of receiving object-store constructor arguments."""
+
+    def __init__(self):
+        self._refs: dict[str, list] = {}
+
+    def put(self, key: str, refs: list) -> None:
+        self._refs[key] = refs
+
+    def get(self, key: str) -> list:
+        return self._refs[key]
+
+
+@dataclasses.dataclass
+class _Prefetched:
+    """One step's batch in flight (async mode)."""
+
+    scenario_ids: list
+    seed0: int
+    version: int
+    chunks: list
+    bounds: np.ndarray
+    chunk_refs: list  # [ObjectRef of the chunk output] per chunk
+    score_refs: list  # [ObjectRef of (reward, scores, seconds)] per scene
+    submitted: float
+
+
 class DistributedCollector:
     """Owns the rollout actors and the scorer pool of a distributed SMART-R1 run."""
 
@@ -182,15 +259,23 @@ class DistributedCollector:
 
         self.rt = runtime
         self.tracker = tracker
-        self.weight_store = WeightStore.remote()
+        if runtime.mode not in ("sync", "async"):
+            raise ValueError(f"runtime.mode: {runtime.mode!r} is not 'sync' or 'async'")
+        tag = uuid.uuid4().hex[:12]
+        ns = ray.get_runtime_context().namespace
+        self.names = {"assets": f"smart_r1_assets_{tag}", "weights": f"smart_r1_weights_{tag}", "namespace": ns}
+        self.weight_store = WeightStore.options(name=self.names["weights"], namespace=ns).remote()
+        self.assets = _AssetStore.options(name=self.names["assets"], namespace=ns).remote()
+        self._vocab_ref = ray.put(vocab)
+        ray.get(self.assets.put.remote("vocab", [self._vocab_ref]))
         self.version = -1
         self._published_fingerprint = None
-        vocab_ref = [ray.put(vocab)]
+        self._weight_refs: dict[int, object] = {}  # version -> ObjectRef (recent versions, async mode)
         cfg_dict = resolved_dict(cfg)
         rg = runtime.rollout_gpus if ray.cluster_resources().get("GPU", 0) else 0
         self.rollout_actors = [
             SmartRolloutActor.options(num_cpus=runtime.rollout_cpus, num_gpus=rg, max_restarts=runtime.max_restarts,
-                                      max_task_retries=0).remote(cfg_dict, vocab_ref, self.weight_store, runtime.torch_threads)
+                                      max_task_retries=0).remote(cfg_dict, self.names, runtime.torch_threads)
             for _ in range(runtime.num_rollout_actors)
         ]
         self.scorers = [
@@ -200,35 +285,48 @@ class DistributedCollector:
         ]
         ray.get([a.info.remote() for a in self.rollout_actors + self.scorers])
         self.stats = {"collect_calls": 0, "rollout_seconds": 0.0, "score_seconds": 0.0, "publish_seconds": 0.0,
-                      "collect_seconds": 0.0, "requeued": 0, "fallback_merges": 0}
+                      "collect_seconds": 0.0, "requeued": 0, "fallback_merges": 0,
+                      "prefetches": 0, "prefetch_hits": 0, "prefetch_misses": 0, "prefetch_failures": 0,
+                      "dropped_stale": 0, "collect_wait_seconds": 0.0}
 
     # -------------------------------------------------------------------------------------------
-    def publish(self, policy) -> int:
-        """Publish the policy's weights if they changed since the last publish; returns the version."""
+    @staticmethod
+    def _fingerprint(policy):
         import torch
 
         with torch.no_grad():
             fp = float(sum(float(p.detach().float().sum()) for p in policy.parameters()))
-        fp = (fp, sum(int(getattr(p, "_version", 0)) for p in policy.parameters()))
+        return fp, sum(int(getattr(p, "_version", 0)) for p in policy.parameters())
+
+    def publish(self, policy) -> int:
+        """Publish the policy's weights if they changed since the last publish; returns the version."""
+        fp = self._fingerprint(policy)
         if fp != self._published_fingerprint:
             t0 = time.perf_counter()
             self.version += 1
-            ray.get(self.weight_store.publish.remote(self.version, [ray.put(state_to_numpy(policy))]))
+            ref = ray.put(state_to_numpy(policy))
+            ray.get(self.weight_store.publish.remote(self.version, [ref]))
+            if self.rt.mode == "async":
+                self._weight_refs[self.version] = ref
+            for v in [v for v in self._weight_refs if v < self.version - max(2, self.rt.max_policy_lag + 1)]:
+                del self._weight_refs[v]  # in-flight batches only use the last max_policy_lag+1 versions
             self._published_fingerprint = fp
             self.stats["publish_seconds"] += time.perf_counter() - t0
         return self.version
+
+    def current_version(self, policy) -> int:
+        """The version the policy's weights have or would get if published now (no publish)."""
+        return self.version if self._fingerprint(policy) == self._published_fingerprint else self.version + 1
 
     def wrap(self, objective):
         if hasattr(objective, "make_experience") and hasattr(objective, "rollout") and getattr(objective, "needs_scenes", False):
             return _DistributedObjective(objective, self)
         return objective
 
-    def collect(self, objective, policy, inputs, generator=None):
+    def _chunks(self, inputs):
+        """One chunk per rollout actor (scenes split evenly), CPU tensors: (chunks, bounds)."""
         from smart_r1.objectives.base import TrainBatch
 
-        t_start = time.perf_counter()
-        version = self.publish(policy)
-        seed0 = int(generator.initial_seed()) if generator is not None else 0
         n_scene = len(inputs.scenario_ids)
         n_chunk = max(1, min(len(self.rollout_actors), n_scene))
         bounds = np.linspace(0, n_scene, n_chunk + 1).astype(int)
@@ -239,6 +337,15 @@ class DistributedCollector:
             rows = torch_isin(inputs.batch.agent_scene, idx)
             chunks.append(TrainBatch(sub, inputs.train_mask[rows], [inputs.scenario_ids[i] for i in idx],
                                      [inputs.scenes[i] for i in idx]).to("cpu"))  # CPU tensors cross processes
+        return chunks, bounds
+
+    def collect(self, objective, policy, inputs, generator=None):
+        """Synchronous collect (policy lag 0)."""
+        t_start = time.perf_counter()
+        version = self.publish(policy)
+        seed0 = int(generator.initial_seed()) if generator is not None else 0
+        n_scene = len(inputs.scenario_ids)
+        chunks, bounds = self._chunks(inputs)
         obj_params = _objective_params(objective)
         rollouts = ResilientPool(self.rollout_actors, "rollout", 1, self.rt.max_restarts, "rollout")
         scoring = ResilientPool(self.scorers, "score", self.rt.max_inflight_scores_per_scorer, self.rt.max_restarts, "scorer")
@@ -282,12 +389,80 @@ class DistributedCollector:
         dt = time.perf_counter() - t_start
         self.stats["collect_calls"] += 1
         self.stats["collect_seconds"] += dt
+        self.stats["collect_wait_seconds"] += dt
         exp.metrics.update({
             "runtime/collect_seconds": dt,
+            "runtime/collect_wait_seconds": dt,  # the learner is blocked for the whole collect
             "runtime/weights_version": float(version),
             "runtime/policy_lag": 0.0,
             "runtime/scene_rollouts_per_second": n_scene * R / dt if dt > 0 else 0.0,
             # per-stage throughput: one rollout actor's rate, one scorer's rate
+            "runtime/rollout_actor_scene_rollouts_per_second": n_scene * R / max(sum(step_rollout_s), 1e-9),
+            "runtime/scorer_scenes_per_second": n_scene / max(sum(step_score_s), 1e-9),
+            "runtime/rollout_seconds_max": max(step_rollout_s),
+            "runtime/score_seconds_total": sum(step_score_s),
+        })
+        return exp
+
+    # ---- async mode -------------------------------------------------------------------------
+    def prefetch(self, objective, policy, inputs, generator=None) -> _Prefetched:
+        """Submit this batch's rollouts with the current weights (published first if changed),
+        each chunk's scenes chained into the scorer pool; returns the in-flight handle."""
+        version = self.publish(policy)
+        seed0 = int(generator.initial_seed()) if generator is not None else 0
+        chunks, bounds = self._chunks(inputs)
+        obj_params = _objective_params(objective)
+        weights = [self._weight_refs[version]]
+        chunk_refs, score_refs = [], []
+        for c, chunk in enumerate(chunks):
+            n_c = int(bounds[c + 1] - bounds[c])
+            actor = self.rollout_actors[c % len(self.rollout_actors)]
+            refs = actor.rollout_split.options(num_returns=1 + n_c).remote(
+                objective.name, obj_params, chunk, seed0 + 7919 * c, version, weights)
+            chunk_refs.append(refs[0])
+            for j in range(n_c):
+                s = int(bounds[c]) + j
+                scorer = self.scorers[s % len(self.scorers)]
+                score_refs.append(scorer.score.remote(objective.backend_name, objective.backend_params,
+                                                      objective.reward_mode, inputs.scenes[s], refs[1 + j]))
+        self.stats["prefetches"] += 1
+        return _Prefetched(list(inputs.scenario_ids), seed0, version, chunks, bounds, chunk_refs, score_refs,
+                           time.perf_counter())
+
+    def finish(self, objective, policy, inputs, pending: _Prefetched):
+        """Wait for a prefetched batch and build its experience; None if it was lost (an actor
+        died with it: the caller re-collects synchronously)."""
+        t_start = time.perf_counter()
+        try:
+            outs = ray.get(pending.chunk_refs)
+            scored = ray.get(pending.score_refs)
+        except ray.exceptions.RayError as err:
+            if isinstance(err, ray.exceptions.RayTaskError) and not isinstance(err, ray.exceptions.RayActorError):
+                raise RuntimeError(f"prefetched rollout/scoring of scenes {pending.scenario_ids} failed: {err}") from err
+            log.warning("prefetched batch lost (%s); collecting it synchronously", type(err).__name__)
+            self.stats["prefetch_failures"] += 1
+            return None
+        wait = time.perf_counter() - t_start
+        n_scene = len(inputs.scenario_ids)
+        parts = dict(enumerate(outs))
+        step_rollout_s = [o["seconds"] for o in outs]
+        step_score_s = [float(x[2]) for x in scored]
+        self.stats["rollout_seconds"] += sum(step_rollout_s)
+        self.stats["score_seconds"] += sum(step_score_s)
+        rb = self._merge(parts, pending.chunks, inputs)
+        R = rb.token_index.shape[0]
+        reward_mat = np.stack([np.asarray(scored[s][0]).reshape(R) for s in range(n_scene)], axis=1)  # [R, n_scene]
+        exp = objective.make_experience(inputs, rb, reward_mat, [scored[s][1] for s in range(n_scene)])
+        dt = time.perf_counter() - t_start
+        self.stats["collect_calls"] += 1
+        self.stats["collect_seconds"] += dt
+        self.stats["collect_wait_seconds"] += wait
+        span = time.perf_counter() - pending.submitted  # prefetch -> experience ready
+        exp.metrics.update({
+            "runtime/collect_seconds": dt,
+            "runtime/collect_wait_seconds": wait,
+            "runtime/weights_version": float(pending.version),
+            "runtime/scene_rollouts_per_second": n_scene * R / span if span > 0 else 0.0,
             "runtime/rollout_actor_scene_rollouts_per_second": n_scene * R / max(sum(step_rollout_s), 1e-9),
             "runtime/scorer_scenes_per_second": n_scene / max(sum(step_score_s), 1e-9),
             "runtime/rollout_seconds_max": max(step_rollout_s),
@@ -356,17 +531,92 @@ def _objective_params(objective) -> dict:
 
 
 class _DistributedObjective:
-    """Proxy: the library objective with `collect` distributed (everything else delegated)."""
+    """Proxy: the library objective with `collect` distributed (everything else delegated).
+
+    In async mode it also has `prefetch` (called by the training loop with the next step's
+    inputs before the current step's `collect`); see the module docstring."""
 
     def __init__(self, inner, collector: DistributedCollector):
         object.__setattr__(self, "_inner", inner)
         object.__setattr__(self, "_collector", collector)
+        object.__setattr__(self, "_pending", [])  # [_Prefetched], oldest first
+        object.__setattr__(self, "_fresh", None)  # the batch prefetched right before this step's collect
+        object.__setattr__(self, "_policy", None)  # the policy module (known from the first collect)
+        object.__setattr__(self, "_deferred", None)  # (inputs, generator) prefetched before the first collect
 
     def __getattr__(self, name):
+        if name == "prefetch" and self._collector.rt.mode != "async":
+            raise AttributeError(name)  # sync mode: the loop sees no prefetch hook
         return getattr(self._inner, name)
 
     def __setattr__(self, name, value):
         setattr(self._inner, name, value)
 
+    @property
+    def prefetch(self):
+        """The training loop's prefetch hook: only in async mode (in sync mode the loop sees no
+        hook, so it does not even build the next step's inputs: sync stays bit-identical)."""
+        if self._collector.rt.mode != "async":
+            raise AttributeError("prefetch")
+        return self._prefetch
+
+    def _prefetch(self, inputs, generator=None, reference=None) -> None:
+        """Start the next step's rollouts now (async mode). The loop calls this before the
+        stage's first `collect`, when the proxy does not know the policy yet: that request is
+        deferred to the first `collect` (which then also runs its own batch on the chained path)."""
+        policy = self.__dict__.get("_policy")
+        if policy is None:
+            object.__setattr__(self, "_deferred", (inputs, generator))
+            return
+        self._submit(inputs, generator, policy)
+
+    def _submit(self, inputs, generator, policy) -> None:
+        pending = self._collector.prefetch(self._inner, policy, inputs, generator)
+        self._pending.append(pending)
+        object.__setattr__(self, "_fresh", pending)
+
     def collect(self, policy, inputs, generator=None, reference=None):
-        return self._collector.collect(self._inner, policy, inputs, generator)
+        col = self._collector
+        object.__setattr__(self, "_policy", policy)
+        if col.rt.mode != "async":
+            return col.collect(self._inner, policy, inputs, generator)
+        seed0 = int(generator.initial_seed()) if generator is not None else 0
+        fresh = self._fresh
+        object.__setattr__(self, "_fresh", None)
+        # Candidates: everything prefetched before this step (the fresh one is for the next step).
+        cands = [p for p in self._pending if p is not fresh]
+        match = next((p for p in cands if p.scenario_ids == list(inputs.scenario_ids) and p.seed0 == seed0), None)
+        for p in cands:
+            self._pending.remove(p)
+            if p is not match:
+                col.stats["prefetch_misses"] += 1  # prefetched for this step but not what the loop asked for
+                log.warning("async collect: prefetched batch %s does not match this step's %s; discarded",
+                            p.scenario_ids, list(inputs.scenario_ids))
+        deferred = self.__dict__.get("_deferred")
+        if match is None and deferred is not None:
+            # First step of a stage (or after resume): this batch goes out now with the current
+            # weights (lag 0), the deferred next batch right behind it with the same weights.
+            object.__setattr__(self, "_deferred", None)
+            match = col.prefetch(self._inner, policy, inputs, generator)
+            self._submit(deferred[0], deferred[1], policy)
+        exp, lag, current = None, 0, col.current_version(policy)
+        if match is not None:
+            lag = current - match.version
+            if lag > col.rt.max_policy_lag:
+                col.stats["dropped_stale"] += 1
+                log.info("async collect: prefetched batch with weights v%d is %d versions old (> max_policy_lag %d); "
+                         "re-collected", match.version, lag, col.rt.max_policy_lag)
+            else:
+                exp = col.finish(self._inner, policy, inputs, match)
+                if exp is not None:
+                    col.stats["prefetch_hits"] += 1
+        if exp is None:
+            lag = 0
+            exp = col.collect(self._inner, policy, inputs, generator)
+        exp.metrics.update({
+            "runtime/policy_lag": float(lag),
+            "runtime/prefetch_misses": float(col.stats["prefetch_misses"]),
+            "runtime/dropped_stale": float(col.stats["dropped_stale"]),
+            "runtime/prefetch_failures": float(col.stats["prefetch_failures"]),
+        })
+        return exp
