@@ -23,6 +23,7 @@ import collections
 import hashlib
 import logging
 import time
+import uuid
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable
 
@@ -236,7 +237,10 @@ class DistributedRuntime:
         c = self.cfg
         gpus_in_cluster = ray.cluster_resources().get("GPU", 0)
         learner_gpus = c.learner_gpus if c.learner_gpus is not None else (1 if gpus_in_cluster >= 1 else 0)
-        self.weight_store = WeightStore.remote()
+        # Named, so rollout actors (max_restarts > 0) get its name, not its handle, as a constructor
+        # argument: a restart never depends on an object-store argument (ray-project/ray#53727).
+        self.weight_store_name = f"srt_weights_{uuid.uuid4().hex[:12]}"
+        self.weight_store = WeightStore.options(name=self.weight_store_name).remote()
         self.learner = None
         if learner:
             self.learner = Learner.options(num_cpus=c.learner_cpus, num_gpus=learner_gpus, max_restarts=0).remote(
@@ -256,7 +260,7 @@ class DistributedRuntime:
         c = self.cfg
         return RolloutActor.options(
             num_cpus=c.rollout_cpus, num_gpus=c.rollout_gpus, max_restarts=c.max_restarts, max_task_retries=0
-        ).remote(self.workload_spec, self.weight_store, f"rollout{i}", c.torch_threads, None if c.rollout_gpus else "cpu")
+        ).remote(self.workload_spec, self.weight_store_name, f"rollout{i}", c.torch_threads, None if c.rollout_gpus else "cpu")
 
     def publish_weights(self, numpy_state: dict, version: int) -> None:
         """Publish weights from the driver (used when no learner actor runs, e.g. evaluation)."""

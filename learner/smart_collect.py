@@ -598,7 +598,7 @@ class _DistributedObjective:
             # weights (lag 0), the deferred next batch right behind it with the same weights.
             object.__setattr__(self, "_deferred", None)
             match = col.prefetch(self._inner, policy, inputs, generator)
-            self._submit(deferred[0], deferred[1], policy)
+            self._pending.append(col.prefetch(self._inner, policy, deferred[0], deferred[1]))  # for the next step
         exp, lag, current = None, 0, col.current_version(policy)
         if match is not None:
             lag = current - match.version

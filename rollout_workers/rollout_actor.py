@@ -27,6 +27,8 @@ class RolloutWorker:
         self.policy = self.workload.make_policy()
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.policy.to(self.device).eval()
+        if isinstance(weight_store, str):  # a named WeightStore: no actor handle as constructor argument (ray#53727)
+            weight_store = ray.get_actor(weight_store)
         self.weight_store = weight_store
         self.version = -1
         self.n_weight_loads = 0
