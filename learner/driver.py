@@ -15,6 +15,9 @@
    and the scorer pool (`learner.smart_collect`). Runtime sizes come from the `runtime:`
    section of the YAML (read here, stripped before the library parses the config), the
    `runtime` argument, or `SMART_R1_RUNTIME` (JSON); see `learner.runtime.RuntimeConfig`.
+   `runtime.distributed_eval` (default true) runs the held-out validation after each stage on
+   Ray actors too (`learner.distributed_eval.DistributedValidator`, same numbers as
+   `smart_r1.train.loop.evaluate`); false keeps it in the learner.
 """
 
 from __future__ import annotations
@@ -93,12 +96,15 @@ def run_distributed(cfg, resume: bool = False, address: str | None = None, runti
     out.mkdir(parents=True, exist_ok=True)
     rt_dict = dict(json.loads(os.environ["SMART_R1_RUNTIME"]) if os.environ.get("SMART_R1_RUNTIME") else {})
     rt_dict.update(runtime or {})
+    distributed_eval = bool(rt_dict.pop("distributed_eval", True))  # ours (learner.distributed_eval), not RuntimeConfig's
     rt_cfg = RuntimeConfig.from_dict(rt_dict)
+    rt_dict["distributed_eval"] = distributed_eval  # logged with the other runtime params
 
     started_ray = connect_ray(address)
     server = None
     tracker = None
     collector = None
+    validator = None
     try:
         # ---- tracking
         if cfg.tracking.enabled:
@@ -117,8 +123,12 @@ def run_distributed(cfg, resume: bool = False, address: str | None = None, runti
         # ---- data (once, in the learner) and the actors
         data = prepare_data(cfg, out)
         collector = DistributedCollector(cfg, data.vocab, rt_cfg, tracker)
+        if distributed_eval:  # held-out validation after each stage on Ray actors (same numbers as loop.evaluate)
+            from learner.distributed_eval import validator_from_runtime
+
+            validator = validator_from_runtime(rt_cfg)
         result = run_pipeline(cfg, resume=resume, tracker=tracker, data=data, stop_after_steps=stop_after_steps,
-                              wrap_objective=collector.wrap)
+                              wrap_objective=collector.wrap, evaluator=validator)
         if tracker is not None:
             info = collector.actor_info()
             mem = {f"memory/{kind}_rss_mb_max": max(i["rss_bytes"] for i in items) / 2**20 for kind, items in info.items()}
@@ -135,6 +145,8 @@ def run_distributed(cfg, resume: bool = False, address: str | None = None, runti
             print(f"MLflow run: {tracker.dashboard_url}", flush=True)
         return result
     finally:
+        if validator is not None:
+            validator.shutdown()
         if collector is not None:
             collector.shutdown()
         if tracker is not None:

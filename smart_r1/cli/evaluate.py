@@ -3,12 +3,23 @@ them with the WOSAC metrics, and write a report folder.
 
     smart-r1 evaluate --checkpoint runs/a/checkpoints/last.pt --checkpoint baseline:constant_velocity \
         [--rollouts sub.tar.gz ...] --scenes 'data/val/*.tfrecord*' --backend fast|official \
-        [--num-rollouts 32] [--out DIR] [--mlflow [URI]]
+        [--num-rollouts 32] [--top-k K] [--out DIR] [--mlflow [URI]] \
+        [--ray | --address ADDR] [--num-rollout-workers N] [--num-scorers M]
 
 Per-scene results go to DIR/scores.parquet as they arrive; re-running the same command skips
 the scenes already there. The report is DIR/report/report.md and report.html (leaderboard
 table, per-metric bar charts, logged-vs-simulated histograms, worst scenes with renders).
 Non-learned policies: `baseline:constant_velocity`, `baseline:log_replay`, `baseline:log_replay_noise`.
+
+`--top-k K` samples checkpoints with top-K (default 48); a non-default K is appended to the
+default row label (`name@topK`) so its rows never resume as another K's.
+
+Scaled out on Ray: `--ray` starts a private local Ray instance, `--address ADDR` joins a
+cluster (`auto` inside `ray job submit`). N rollout actors (each loads a checkpoint / rollout
+file once) and M scorer actors (the official backend's TensorFlow runs there, not here) work
+on a bounded stream of scenes; rows reach the same scores file as they arrive, a rerun
+simulates only the missing scenes, and actors that die are restarted (--max-restarts) with
+their scenes re-queued. Same seeds, same rows as without Ray.
 """
 
 from __future__ import annotations
@@ -31,6 +42,13 @@ def register(subparsers) -> None:
     p.add_argument("--config-year", type=int, default=2025, choices=(2025, 2024))
     p.add_argument("--num-rollouts", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--top-k", type=int, default=None, help="sampler top-k of checkpoint sources (default 48)")
+    ray_g = p.add_argument_group("Ray (scaled-out evaluation)")
+    ray_g.add_argument("--ray", action="store_true", help="run on a private local Ray instance")
+    ray_g.add_argument("--address", default=None, help="Ray cluster address ('auto' inside ray job submit); implies --ray")
+    ray_g.add_argument("--num-rollout-workers", type=int, default=2, help="rollout actors (with --ray/--address)")
+    ray_g.add_argument("--num-scorers", type=int, default=1, help="scorer actors (with --ray/--address)")
+    ray_g.add_argument("--max-restarts", type=int, default=3, help="restarts of a dead actor before it is dropped")
     p.add_argument("--out", default="eval_out", help="output folder (scores.parquet, report/)")
     p.add_argument("--scores", default=None, help="Parquet file of per-scene scores (default OUT/scores.parquet)")
     p.add_argument("--no-report", action="store_true", help="only score")
@@ -72,8 +90,20 @@ def run(args) -> int:
             tags={"smart_r1.command": "evaluate"},
         )
     scenes = scenes_spec(args.scenes)
+    if args.top_k is not None and args.top_k < 1:
+        print(f"smart-r1 evaluate: --top-k must be >= 1, got {args.top_k}", file=sys.stderr)
+        return 2
+    run_fn = evaluate
+    if args.ray or args.address:
+        import functools
+
+        # Ray lives outside the library: the distributed executor is in learner/.
+        from learner.distributed_eval import evaluate_distributed
+
+        run_fn = functools.partial(evaluate_distributed, address=args.address, num_rollout_workers=args.num_rollout_workers,
+                                   num_scorers=args.num_scorers, max_restarts=args.max_restarts)
     try:
-        result = evaluate(
+        result = run_fn(
             checkpoints=args.checkpoint,
             rollouts=args.rollouts,
             names=args.name,
@@ -81,6 +111,7 @@ def run(args) -> int:
             backend=args.backend,
             num_rollouts=args.num_rollouts,
             seed=args.seed,
+            top_k=args.top_k,
             out_dir=args.out,
             scores_path=args.scores,
             config_year=args.config_year,

@@ -10,6 +10,11 @@ score with a WOSAC backend, keep the per-scene results in Parquet, and write the
 - `evaluate(checkpoints, scenes, backend, ...)` drives the loop (progress bars on rollouts
   and scoring), then builds the report folder (`smart_r1.viz.report.build_report`), and with
   a tracker logs scalars as metrics and the report + scores as artifacts.
+- The loop is an `executor`: `LocalExecutor` (default) runs `evaluate_scene` in this process;
+  a runtime (e.g. `learner.distributed_eval.RayExecutor`) may run the same work items
+  (`WorkItem`: source spec + scene + seed) elsewhere, splitting them into `rollout_scene`
+  (rollouts) and `score_rollouts` (scores -> `SceneResult`), the two halves of
+  `evaluate_scene`. Rows, keys, resume and report are the same for every executor.
 """
 
 from __future__ import annotations
@@ -79,28 +84,79 @@ def score_scene(backend: MetricBackend, scene: Scene, rollouts) -> SceneScores:
     return backend.score(scene, rollouts)
 
 
+def rollout_scene(source: RolloutSource, scene: Scene, num_rollouts: int, seed: int):
+    """First half of `evaluate_scene`: (rollouts, seconds)."""
+    t0 = time.perf_counter()
+    rollouts = source.rollouts(scene, num_rollouts, seed)
+    return rollouts, time.perf_counter() - t0
+
+
+def score_rollouts(
+    source_name: str, source_kind: str, scene: Scene, rollouts, backend: MetricBackend, seed: int, seconds_rollout: float
+) -> SceneResult:
+    """Second half of `evaluate_scene`: score the rollouts of one source on one scene."""
+    t1 = time.perf_counter()
+    scores = score_scene(backend, scene, rollouts)
+    t2 = time.perf_counter()
+    return SceneResult(
+        source=source_name,
+        scores=scores,
+        num_rollouts=rollouts.n_rollout,
+        seed=seed,
+        n_sim_agents=rollouts.n_agent,
+        seconds_rollout=seconds_rollout,
+        seconds_score=t2 - t1,
+        source_kind=source_kind,
+    )
+
+
 def evaluate_scene(
     source: RolloutSource, scene: Scene, backend: MetricBackend, num_rollouts: int, seed: int, on_rollouts=None
 ) -> SceneResult:
     """Roll out `source` on `scene` and score it (a plain function: no I/O, no Ray).
     `on_rollouts(rollouts)` is called between rolling out and scoring (progress bars)."""
-    t0 = time.perf_counter()
-    rollouts = source.rollouts(scene, num_rollouts, seed)
-    t1 = time.perf_counter()
+    rollouts, seconds = rollout_scene(source, scene, num_rollouts, seed)
     if on_rollouts is not None:
         on_rollouts(rollouts)
-    scores = score_scene(backend, scene, rollouts)
-    t2 = time.perf_counter()
-    return SceneResult(
-        source=source.name,
-        scores=scores,
-        num_rollouts=rollouts.n_rollout,
-        seed=seed,
-        n_sim_agents=rollouts.n_agent,
-        seconds_rollout=t1 - t0,
-        seconds_score=t2 - t1,
-        source_kind=source.kind,
-    )
+    return score_rollouts(source.name, source.kind, scene, rollouts, backend, seed, seconds)
+
+
+@dataclass
+class WorkItem:
+    """One (source, scene) pair to evaluate. `source_index` indexes the evaluation's sources;
+    `source_spec` (`RolloutSource.spec_tuple()`) rebuilds the source in another process."""
+
+    key: tuple  # ScoreStore key
+    source_index: int
+    source_spec: tuple
+    scene: Scene
+    num_rollouts: int
+    seed: int
+
+
+class LocalExecutor:
+    """Runs the work items one after the other in this process (the default executor).
+
+    An executor has `run(items, sources, backend, on_result, on_error, on_rollouts)`:
+    `on_result(item, SceneResult)` / `on_error(item, exception)` for every item, in any order;
+    `on_rollouts(item)` when an item's rollouts are ready (progress). `backend` is the
+    evaluation's `MetricBackend`, or for executors with `needs_backend = False` (they score in
+    other processes) the recipe `(name, num_rollouts, config_year)` of `make_backend`.
+    """
+
+    needs_backend = True  # evaluate() instantiates the metric backend in this process
+
+    def run(self, items: Iterable[WorkItem], sources: Sequence[RolloutSource], backend, on_result, on_error, on_rollouts=None) -> None:
+        for item in items:
+            try:
+                res = evaluate_scene(
+                    sources[item.source_index], item.scene, backend, item.num_rollouts, item.seed,
+                    on_rollouts=None if on_rollouts is None else (lambda _r, it=item: on_rollouts(it)),
+                )
+            except Exception as err:
+                on_error(item, err)
+                continue
+            on_result(item, res)
 
 
 class ScoreStore:
@@ -290,6 +346,8 @@ def evaluate(
     progress: bool = True,
     fail_fast: bool = False,
     names: Sequence[str] | None = None,
+    top_k: int | None = None,
+    executor=None,
 ) -> EvaluationResult:
     """Score every checkpoint (or `baseline:<name>`) and every rollout file on `scenes`.
 
@@ -297,6 +355,10 @@ def evaluate(
     there are skipped. With `report`, `<out_dir>/report.md|html` and the figures are written
     (`report_options` go to `smart_r1.viz.report.build_report`). `tracker`
     (`smart_r1.tracking.Tracker`) receives per-scene and aggregate metrics and the artifacts.
+    `top_k`: sampler top-k of checkpoint sources (default `simulate_scenes`' 48; a non-default
+    value is part of the default row label, so its rows never mix with the default's).
+    `executor`: where the (source, scene) pairs run (`LocalExecutor()` by default; see
+    `learner.distributed_eval.RayExecutor` for Ray).
     """
     from tqdm import tqdm
 
@@ -304,7 +366,8 @@ def evaluate(
         raise ValueError("evaluate: no scenes given")
     if num_rollouts < 1:
         raise ValueError(f"evaluate: num_rollouts must be >= 1, got {num_rollouts}")
-    sources = [make_source(c, "checkpoint") for c in checkpoints] + [make_source(r, "rollouts") for r in rollouts]
+    executor = executor if executor is not None else LocalExecutor()
+    sources = [make_source(c, "checkpoint", top_k=top_k) for c in checkpoints] + [make_source(r, "rollouts") for r in rollouts]
     if names:
         if len(names) != len(sources):
             raise ValueError(f"evaluate: {len(names)} names for {len(sources)} sources")
@@ -321,8 +384,11 @@ def evaluate(
             raise ValueError("evaluate: give out_dir or scores_path")
         scores_path = out_dir / "scores.parquet"
     store = ScoreStore(scores_path)
-    metric_backend = make_backend(backend, num_rollouts, config_year)
-    backend_name = metric_backend.name or str(backend)
+    if getattr(executor, "needs_backend", True) or isinstance(backend, MetricBackend):
+        metric_backend = make_backend(backend, num_rollouts, config_year)
+        backend_name = metric_backend.name or str(backend)
+    else:  # scored elsewhere (e.g. TF of `official` stays out of this process)
+        metric_backend, backend_name = None, str(backend)
     done = store.done_keys()
     if tracker is not None:
         tracker.log_params(
@@ -343,10 +409,12 @@ def evaluate(
     bar_roll = tqdm(desc="rollouts", unit="rollout set", disable=not progress, file=sys.stderr, position=0)
     bar_score = tqdm(desc=f"scoring ({backend_name})", unit="scene", disable=not progress, file=sys.stderr, position=1)
     step = 0
-    try:
+
+    def items():
+        nonlocal n_skipped
         for scene in iter_scene_spec(scenes):
             scene_ids.append(scene.scenario_id)
-            for source in sources:
+            for si, source in enumerate(sources):
                 key = (source.name, scene.scenario_id, backend_name, int(config_year), int(num_rollouts), int(seed))
                 if key in done:
                     n_skipped += 1
@@ -354,28 +422,37 @@ def evaluate(
                 if not source.covers(scene):
                     uncovered.setdefault(source.name, []).append(scene.scenario_id)
                     continue
-                try:
-                    scene_result = evaluate_scene(source, scene, metric_backend, num_rollouts, seed, on_rollouts=lambda _: bar_roll.update(1))
-                except Exception as err:
-                    if fail_fast:
-                        raise
-                    failed.setdefault(source.name, {})[scene.scenario_id] = f"{type(err).__name__}: {err}"
-                    warnings.warn(f"evaluate: {source.name} on scene {scene.scenario_id}: {err}", stacklevel=2)
-                    continue
-                bar_score.update(1)
-                row = scene_result.row(backend_name, num_rollouts)
-                store.add([row])
-                store.maybe_flush()
-                done.add(key)
-                n_scored += 1
-                if tracker is not None:
-                    tracker.log_metrics({f"scene/{slug(source.name)}/metametric": row["metametric"]}, step=step)
-                step += 1
+                yield WorkItem(key, si, source.spec_tuple(), scene, int(num_rollouts), int(seed))
+
+    def on_result(item: WorkItem, scene_result: SceneResult) -> None:
+        nonlocal n_scored, step
+        if item.key in done:  # a re-queued item that had already come back
+            return
+        bar_score.update(1)
+        row = scene_result.row(backend_name, num_rollouts)
+        store.add([row])
+        store.maybe_flush()
+        done.add(item.key)
+        n_scored += 1
+        if tracker is not None:
+            tracker.log_metrics({f"scene/{slug(item.key[0])}/metametric": row["metametric"]}, step=step)
+        step += 1
+
+    def on_error(item: WorkItem, err: BaseException) -> None:
+        if fail_fast:
+            raise err
+        name, scene_id = item.key[0], item.key[1]
+        failed.setdefault(name, {})[scene_id] = f"{type(err).__name__}: {err}"
+        warnings.warn(f"evaluate: {name} on scene {scene_id}: {err}", stacklevel=3)
+
+    try:
+        executor.run(items(), sources, metric_backend if metric_backend is not None else (backend_name, int(num_rollouts), int(config_year)),
+                     on_result, on_error, on_rollouts=lambda _item: bar_roll.update(1))
     finally:
         store.flush()
         bar_roll.close()
         bar_score.close()
-        if hasattr(metric_backend, "close") and not isinstance(backend, MetricBackend):
+        if metric_backend is not None and hasattr(metric_backend, "close") and not isinstance(backend, MetricBackend):
             metric_backend.close()
 
     names_set = {s.name for s in sources}

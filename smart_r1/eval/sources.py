@@ -53,6 +53,15 @@ class RolloutSource:
     def describe(self) -> dict:
         return {"name": self.name, "kind": self.kind, "spec": self.spec}
 
+    def options(self) -> dict:
+        """Keyword arguments of `make_source` beyond spec / kind / name (e.g. `top_k`)."""
+        return {}
+
+    def spec_tuple(self) -> tuple:
+        """Picklable recipe of this source: `source_from_spec(t)` rebuilds it in another process
+        (distributed evaluation: each worker loads a checkpoint or rollout file once)."""
+        return ("rollouts" if self.kind == "rollouts" else "checkpoint", self.spec, self.name, tuple(sorted(self.options().items())))
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.spec!r})"
 
@@ -77,14 +86,23 @@ class CheckpointSource(RolloutSource):
     """A trained checkpoint, simulated with `smart_r1.sim.simulate.simulate_scenes`."""
 
     kind = "checkpoint"
+    DEFAULT_TOP_K = 48  # smart_r1.sim.simulate.simulate_scenes' default
 
-    def __init__(self, spec: str, name: str | None = None):
+    def __init__(self, spec: str, name: str | None = None, top_k: int | None = None):
         if not Path(spec).exists():
             raise FileNotFoundError(f"checkpoint {spec!r} not found")
+        if top_k is not None and int(top_k) < 1:
+            raise ValueError(f"checkpoint {spec!r}: top_k must be >= 1, got {top_k}")
         p = Path(spec)
         default = f"{p.parent.parent.name}/{p.stem}" if p.name in ("last.pt", "best.pt") else p.stem
+        self.top_k = int(top_k) if top_k is not None else self.DEFAULT_TOP_K
+        if self.top_k != self.DEFAULT_TOP_K:
+            default = f"{default}@top{self.top_k}"  # rows of another sampler never resume as these
         super().__init__(spec, name or default)
         self._n_params: int | None = None
+
+    def options(self) -> dict:
+        return {"top_k": self.top_k}
 
     def rollouts(self, scene: Scene, num_rollouts: int, seed: int) -> Rollouts:
         try:
@@ -93,7 +111,9 @@ class CheckpointSource(RolloutSource):
             raise RuntimeError(
                 f"checkpoint {self.spec!r}: simulating needs smart_r1.sim.simulate.simulate_scenes ({err})"
             ) from err
-        return simulate_scenes(self.spec, [scene], num_rollouts=num_rollouts, seed=scene_seed(seed, scene.scenario_id))[0]
+        return simulate_scenes(
+            self.spec, [scene], num_rollouts=num_rollouts, seed=scene_seed(seed, scene.scenario_id), top_k=self.top_k
+        )[0]
 
     def num_parameters(self) -> int | None:
         """`num_parameters()` of the model `smart_r1.sim.simulate.load_simulator` rebuilds, else
@@ -146,8 +166,9 @@ class RolloutFileSource(RolloutSource):
         return r
 
 
-def make_source(spec: str, kind: str = "checkpoint", name: str | None = None) -> RolloutSource:
-    """`kind="checkpoint"`: a `baseline:<name>` or a checkpoint file; `kind="rollouts"`: a rollout file."""
+def make_source(spec: str, kind: str = "checkpoint", name: str | None = None, top_k: int | None = None) -> RolloutSource:
+    """`kind="checkpoint"`: a `baseline:<name>` or a checkpoint file; `kind="rollouts"`: a rollout file.
+    `top_k`: sampler top-k of a checkpoint (ignored by baselines and rollout files)."""
     from smart_r1.sim.baselines import is_baseline_spec
 
     if isinstance(spec, RolloutSource):
@@ -158,7 +179,13 @@ def make_source(spec: str, kind: str = "checkpoint", name: str | None = None) ->
         raise ValueError(f"unknown source kind {kind!r} (checkpoint, rollouts)")
     if is_baseline_spec(spec):
         return BaselineSource(spec, name)
-    return CheckpointSource(spec, name)
+    return CheckpointSource(spec, name, top_k=top_k)
+
+
+def source_from_spec(spec_tuple: tuple) -> RolloutSource:
+    """Inverse of `RolloutSource.spec_tuple()`."""
+    kind, spec, name, options = spec_tuple
+    return make_source(spec, kind, name, **dict(options))
 
 
 def unique_names(sources: list[RolloutSource]) -> list[RolloutSource]:

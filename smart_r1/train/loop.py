@@ -85,53 +85,85 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 # ----------------------------------------------------------------------------------------------
 
 
-def evaluate(model, split: Split, vocab, eval_cfg, seed: int, max_agents: int = 32, radius_m: float = 100.0,
-             progress: bool = False, n_scenes: int | None = None) -> dict[str, float]:
-    """Held-out evaluation: next-token accuracy (teacher-forced, future tokens of the simulated
-    agents), realism meta metric + 3 groups + 10 sub-metrics + minADE via the metric backend on
-    `n_rollout` closed-loop rollouts, and the motion guards (distance / speed vs log)."""
-    from smart_r1.metrics.base import aggregate, get_backend
-
-    backend = get_backend(eval_cfg.backend)
-    n = min(len(split), n_scenes if n_scenes is not None else eval_cfg.n_scenes)
+def eval_chunks(n_split: int, eval_cfg, n_scenes: int | None = None) -> list[list[int]]:
+    """The held-out scene indices of `evaluate`, in batches of `eval_cfg.batch_size`."""
+    n = min(n_split, n_scenes if n_scenes is not None else eval_cfg.n_scenes)
     if n <= 0:
         raise ValueError("evaluate: no held-out scenes")
-    was_training = model.training
-    model.eval()
-    hits = tokens = 0
-    scores = []
-    guards: list[dict] = []
-    gen = torch.Generator().manual_seed(derive_seed(seed, "eval"))
     bs = max(1, eval_cfg.batch_size)
-    chunks = [list(range(i, min(n, i + bs))) for i in range(0, n, bs)]
-    try:
-        from tqdm.auto import tqdm
+    return [list(range(i, min(n, i + bs))) for i in range(0, n, bs)]
 
-        it = tqdm(chunks, desc="eval", leave=False, disable=not progress)
-    except ImportError:
-        it = chunks
-    with torch.no_grad():
-        for idx in it:
-            inputs = make_inputs(split, idx, vocab, max_agents, radius_m)
-            batch = inputs.batch
-            logits = model(batch)  # [n_agent, 18, V]
-            mask = logged_token_mask(batch, batch.sim_mask)  # [n_agent, 18]
-            mask[:, :N_HISTORY_TOKEN] = False
-            acc_hits = ((logits.argmax(-1) == batch.token_index) & mask).sum()
-            hits += int(acc_hits)
-            tokens += int(mask.sum())
-            rb = run_rollout(model, batch, eval_cfg.n_rollout, eval_cfg.sampler, dict(eval_cfg.sampler_params), gen)
-            for s, scene in enumerate(inputs.scenes):
-                scores.append(backend.score(scene, rb.to_rollouts(s)))
-            guards.append(motion_guards(batch, rb, batch.sim_mask))
-    model.train(was_training)
-    out = {"next_token_accuracy": hits / max(tokens, 1)}
-    agg = aggregate(scores)
-    out.update({k: v for k, v in agg.items()})
+
+def eval_chunk_generator(seed: int, chunk_index: int) -> torch.Generator:
+    """Rollout generator of one evaluation chunk: a pure function of (seed, chunk), so chunks can
+    run in any order or process (distributed validation) and give the same rollouts."""
+    return torch.Generator().manual_seed(derive_seed(seed, "eval", int(chunk_index)))
+
+
+@torch.no_grad()
+def eval_chunk(model, split: Split, idx: list[int], vocab, eval_cfg, generator: torch.Generator, max_agents: int = 32,
+               radius_m: float = 100.0) -> dict:
+    """One chunk of `evaluate` without scoring: next-token hits / token count (teacher-forced,
+    future tokens of the simulated agents), the motion guards, and per scene its `Scene` and
+    closed-loop `Rollouts` (to score with the metric backend)."""
+    inputs = make_inputs(split, idx, vocab, max_agents, radius_m)
+    batch = inputs.batch
+    logits = model(batch)  # [n_agent, 18, V]
+    mask = logged_token_mask(batch, batch.sim_mask)  # [n_agent, 18]
+    mask[:, :N_HISTORY_TOKEN] = False
+    acc_hits = ((logits.argmax(-1) == batch.token_index) & mask).sum()
+    rb = run_rollout(model, batch, eval_cfg.n_rollout, eval_cfg.sampler, dict(eval_cfg.sampler_params), generator)
+    return {
+        "hits": int(acc_hits),
+        "tokens": int(mask.sum()),
+        "guards": motion_guards(batch, rb, batch.sim_mask),
+        "scenes": list(inputs.scenes),
+        "rollouts": [rb.to_rollouts(s) for s in range(len(inputs.scenes))],
+    }
+
+
+def combine_eval(parts: list[dict], scores: list, n: int) -> dict[str, float]:
+    """`evaluate`'s result from its chunks (in chunk order) and the scene scores (in scene order)."""
+    from smart_r1.metrics.base import aggregate
+
+    out = {"next_token_accuracy": sum(p["hits"] for p in parts) / max(sum(p["tokens"] for p in parts), 1)}
+    out.update({k: v for k, v in aggregate(scores).items()})
+    guards = [p["guards"] for p in parts]
     for k in guards[0]:
         out[k] = float(np.mean([g[k] for g in guards]))
     out["n_scenes"] = float(n)
     return out
+
+
+def evaluate(model, split: Split, vocab, eval_cfg, seed: int, max_agents: int = 32, radius_m: float = 100.0,
+             progress: bool = False, n_scenes: int | None = None) -> dict[str, float]:
+    """Held-out evaluation: next-token accuracy (teacher-forced, future tokens of the simulated
+    agents), realism meta metric + 3 groups + 10 sub-metrics + minADE via the metric backend on
+    `n_rollout` closed-loop rollouts, and the motion guards (distance / speed vs log).
+    Chunk `c` rolls out with `eval_chunk_generator(seed, c)` (`learner.distributed_eval`
+    spreads the chunks over Ray actors and gets the same numbers)."""
+    from smart_r1.metrics.base import get_backend
+
+    backend = get_backend(eval_cfg.backend)
+    chunks = eval_chunks(len(split), eval_cfg, n_scenes)
+    was_training = model.training
+    model.eval()
+    parts: list[dict] = []
+    scores = []
+    try:
+        from tqdm.auto import tqdm
+
+        it = tqdm(list(enumerate(chunks)), desc="eval", leave=False, disable=not progress)
+    except ImportError:
+        it = list(enumerate(chunks))
+    try:
+        for ci, idx in it:
+            part = eval_chunk(model, split, idx, vocab, eval_cfg, eval_chunk_generator(seed, ci), max_agents, radius_m)
+            scores += [backend.score(scene, ro) for scene, ro in zip(part.pop("scenes"), part.pop("rollouts"))]
+            parts.append(part)
+    finally:
+        model.train(was_training)
+    return combine_eval(parts, scores, sum(len(c) for c in chunks))
 
 
 # ----------------------------------------------------------------------------------------------
