@@ -130,6 +130,72 @@ def markdown_tables(per_seed: list[dict[str, dict[str, dict]]], titles: dict[str
     return "\n".join(lines)
 
 
+RFT_RUNS = ["rft_mpo", "rft_grpo", "rft_dpo", "rft_ppo", "alpha_lo", "alpha_hi", "beta_0.004", "beta_0.4"]
+
+
+def rft_history(run_dir: Path) -> list[dict]:
+    """The per-step records of the run's RFT stage (from its stage checkpoint)."""
+    from smart_r1.train.checkpoint import Checkpoint
+
+    path = run_dir / "checkpoints" / "00_rft.pt"
+    if not path.exists():
+        return []
+    return [h for h in Checkpoint.load(path).history if h.get("stage") == "rft"]
+
+
+def rft_diagnostics(out: Path, seeds: list[str]) -> tuple[str, dict[str, dict[str, list[float]]]]:
+    """Markdown table: per RFT run, what the training batches saw (mean +- std over seeds):
+    alpha, training reward in the first and last third of the steps, share of steps whose mean
+    advantage is negative, per-token KL to the reference at the end, distance travelled / log."""
+    curves: dict[str, dict[str, list[float]]] = {}
+    lines = ["| run | alpha | reward, first third | reward, last third | steps with mean A < 0 | KL (last 4 steps) | dist. / log (last third) |",
+             "|---|---|---|---|---|---|---|"]
+    for run in RFT_RUNS:
+        cols: dict[str, list[float]] = {k: [] for k in ("alpha", "r0", "r1", "neg", "kl", "dist")}
+        per_seed_curve = []
+        for sd in seeds:
+            h = rft_history(out / sd / run)
+            if not h:
+                continue
+            n = len(h)
+            third = max(1, n // 3)
+            r = [x.get("reward/mean", float("nan")) for x in h]
+            per_seed_curve.append(r)
+            cols["alpha"].append(h[-1].get("alpha", float("nan")))
+            cols["r0"].append(float(np.nanmean(r[:third])))
+            cols["r1"].append(float(np.nanmean(r[-third:])))
+            adv = [x.get("advantage/mean", float("nan")) for x in h]
+            cols["neg"].append(float(np.mean([a < 0 for a in adv if np.isfinite(a)])) if any(np.isfinite(adv)) else float("nan"))
+            cols["kl"].append(float(np.nanmean([x.get("kl", float("nan")) for x in h[-4:]])))
+            cols["dist"].append(float(np.nanmean([x.get("guard/distance_ratio", float("nan")) for x in h[-third:]])))
+        if not per_seed_curve:
+            continue
+        curves[run] = {"reward": list(np.nanmean(np.array(per_seed_curve, float), axis=0))}
+        fmt = lambda v: "—" if not v or not np.isfinite(v).any() else _fmt(v)  # noqa: E731  (not applicable to this objective)
+        lines.append(f"| {run} | " + " | ".join(fmt(cols[k]) for k in ("alpha", "r0", "r1", "neg", "kl", "dist")) + " |")
+    return "\n".join(lines) + "\n", curves
+
+
+def plot_rft_curves(curves: dict[str, dict[str, list[float]]], path: Path) -> None:
+    """Training-batch reward per RFT step (mean over seeds), one line per run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for run, c in curves.items():
+        ax.plot(range(len(c["reward"])), c["reward"], label=run, lw=1.5 if run == "rft_mpo" else 1.0)
+    ax.set_xlabel("RFT step")
+    ax.set_ylabel("training-batch reward (mean over seeds)")
+    ax.set_title("RFT: reward of the rolled-out training batches")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 TITLES = {
     "table3": "Table 3 — post-training schedule",
     "table4": "Table 4 — RFT method",
@@ -147,6 +213,7 @@ def main(argv=None) -> int:
     ap.add_argument("--alpha-delta", type=float, default=0.01, help="alpha sweep: c - d, c, c + d")
     ap.add_argument("--only", nargs="*", default=None, help="branch names to run (default all)")
     ap.add_argument("--write-docs", default=None, help="write the tables (markdown) to this file")
+    ap.add_argument("--plot", default=None, help="with --aggregate-only: write the RFT reward curves (PNG) here")
     ap.add_argument("--aggregate-only", action="store_true", help="only rebuild the tables from <out>/results.json")
     args = ap.parse_args(argv)
     if args.aggregate_only:
@@ -167,6 +234,12 @@ def main(argv=None) -> int:
             sub = [{table: {k: per_seed_all[n][table][k] for k in per_seed_all[seeds[0]][table] if k in full}} for n in seeds]
             lines.append(f"Seeds: {', '.join(seeds)}\n")
             lines.append(markdown_tables(sub, {table: title}))
+        diag, curves = rft_diagnostics(Path(args.out), list(all_results))
+        if curves:
+            lines.append("### RFT diagnostics — what the training batches saw (mean ± std over seeds)\n")
+            lines.append(diag)
+            if args.plot:
+                plot_rft_curves(curves, Path(args.plot))
         md = "\n".join(lines)
         (Path(args.out) / "tables.md").write_text(md)
         print(f"seeds: {list(all_results)}")
