@@ -188,10 +188,7 @@ class SmartRolloutWorker:
         return (out, *per_scene)
 
     def info(self) -> dict:
-        import psutil
-
-        return {"pid": os.getpid(), "version": self.version, "weight_loads": self.n_loads,
-                "rss_bytes": int(psutil.Process().memory_info().rss)}
+        return {"pid": os.getpid(), "version": self.version, "weight_loads": self.n_loads, **_proc_stats()}
 
 
 class SmartScoreWorker:
@@ -213,9 +210,19 @@ class SmartScoreWorker:
         return np.asarray(reward), scores, time.perf_counter() - t0
 
     def info(self) -> dict:
-        import psutil
+        return {"pid": os.getpid(), **_proc_stats()}
 
-        return {"pid": os.getpid(), "rss_bytes": int(psutil.Process().memory_info().rss)}
+
+def _proc_stats() -> dict:
+    """This process's RSS, peak RSS and CPU seconds (user + system)."""
+    import resource
+
+    import psutil
+
+    p = psutil.Process()
+    t = p.cpu_times()
+    return {"rss_bytes": int(p.memory_info().rss), "peak_rss_bytes": int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024,
+            "cpu_seconds": float(t.user + t.system)}
 
 
 SmartRolloutActor = ray.remote(SmartRolloutWorker)
@@ -400,6 +407,7 @@ class DistributedCollector:
             "runtime/rollout_actor_scene_rollouts_per_second": n_scene * R / max(sum(step_rollout_s), 1e-9),
             "runtime/scorer_scenes_per_second": n_scene / max(sum(step_score_s), 1e-9),
             "runtime/rollout_seconds_max": max(step_rollout_s),
+            "runtime/rollout_seconds_total": sum(step_rollout_s),
             "runtime/score_seconds_total": sum(step_score_s),
         })
         return exp
@@ -466,6 +474,7 @@ class DistributedCollector:
             "runtime/rollout_actor_scene_rollouts_per_second": n_scene * R / max(sum(step_rollout_s), 1e-9),
             "runtime/scorer_scenes_per_second": n_scene / max(sum(step_score_s), 1e-9),
             "runtime/rollout_seconds_max": max(step_rollout_s),
+            "runtime/rollout_seconds_total": sum(step_rollout_s),
             "runtime/score_seconds_total": sum(step_score_s),
         })
         return exp
