@@ -8,7 +8,8 @@ from __future__ import annotations
 import torch
 
 from smart_r1.objectives.base import RLObjective, per_token_from_scene
-from smart_r1.objectives.losses import group_normalized_advantages, grpo_loss, masked_mean
+from smart_r1.objectives.advantages import get_advantage
+from smart_r1.objectives.losses import grpo_loss, masked_mean
 from smart_r1.objectives.registry import register_objective
 from smart_r1.tokens.tokenized_scene import N_HISTORY_TOKEN
 
@@ -33,14 +34,9 @@ class GRPO(RLObjective):
         self.clip_eps = float(clip_eps)
 
     def advantages(self, rewards, valid=None):
-        if valid is not None and not bool(valid.all()):
-            # Normalise each group over its finite rewards only.
-            v = valid.float()  # [G, n_scene]
-            n = v.sum(0, keepdim=True).clamp_min(1.0)
-            mean = (rewards * v).sum(0, keepdim=True) / n
-            std = (((rewards - mean) ** 2) * v).sum(0, keepdim=True).div(n).sqrt()
-            return (rewards - mean) / (std + 1e-6) * v
-        return group_normalized_advantages(rewards)  # [G, n_scene]
+        if valid is None:
+            valid = torch.ones_like(rewards, dtype=torch.bool)  # [G, n_scene]
+        return get_advantage("group_normalized")(rewards, valid, None)  # [G, n_scene], over finite rewards only
 
     def loss(self, policy, experience, reference=None):
         logp, logp_ref, mask = self._policy_and_ref_logprobs(policy, experience, reference)  # [R, n_agent, 16]

@@ -16,6 +16,11 @@ ranks the rollouts of one scene against each other at the cost of one backend ca
 and the fast backend returns it for free. `leave_one_out` is the same idea measured inside the
 distribution-level metric but costs R extra backend calls per scene.
 
+Advantage (`advantage:`, a registry in `advantages.py`): `threshold` (**default**, the paper's
+A = r - alpha), or `group_mean` (A = r - mean of the scene's other rollouts, no alpha): a
+variance-reduced variant for small batches, where the spread of difficulty between scenes
+swamps the within-scene signal of a single global alpha (docs/results.md measures both).
+
 alpha (`alpha:`) is a number (paper: 0.77 = the SFT model's average WOMD reward) or
 `"calibrate"` (**default**): before the first update of the stage, the mean reward of the
 starting policy over `calibration_batches` batches — on synthetic scenes the reward's scale is
@@ -27,6 +32,7 @@ from __future__ import annotations
 
 import torch
 
+from smart_r1.objectives.advantages import get_advantage, needs_alpha
 from smart_r1.objectives.base import RLObjective, per_token_from_scene
 from smart_r1.objectives.losses import masked_mean, mpo_loss
 from smart_r1.objectives.registry import register_objective
@@ -46,8 +52,11 @@ class MPO(RLObjective):
         backend: str = "fast",
         reward: str = "rollout",
         backend_params: dict | None = None,
+        advantage: str = "threshold",
     ):
         super().__init__(n_rollout, sampler, sampler_params, backend, reward, backend_params)
+        get_advantage(advantage)  # fail early, naming the estimator
+        self.advantage = advantage
         if isinstance(alpha, str):
             if alpha != "calibrate":
                 raise ValueError(f"mpo: alpha must be a number or 'calibrate', got {alpha!r}")
@@ -61,28 +70,32 @@ class MPO(RLObjective):
 
     @property
     def needs_calibration(self) -> bool:
-        return self.alpha is None
+        return self.alpha is None and needs_alpha(self.advantage)
 
     def set_alpha(self, mean_reward: float) -> None:
         """Calibration result: alpha = mean reward of the starting policy + alpha_offset."""
         self.alpha = float(mean_reward) + self.alpha_offset
 
     def advantages(self, rewards: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor | None:
-        if self.alpha is None:
+        if self.needs_calibration:
             return None  # calibration pass: rewards only
-        return rewards - self.alpha  # [R, n_scene] eq. 3
+        if valid is None:
+            valid = torch.ones_like(rewards, dtype=torch.bool)  # [R, n_scene]
+        return get_advantage(self.advantage)(rewards, valid, self.alpha)  # [R, n_scene] eq. 3 for `threshold`
 
     def loss(self, policy, experience, reference=None):
-        if self.alpha is None:
+        if self.needs_calibration:
             raise RuntimeError("mpo: alpha is 'calibrate' but was never calibrated (call set_alpha first)")
         logp, logp_ref, mask = self._policy_and_ref_logprobs(policy, experience, reference)  # [R, n_agent, 16]
-        adv = experience.rewards - self.alpha  # [R, n_scene]
+        adv = experience.advantages
+        if adv is None:
+            adv = self.advantages(experience.rewards, experience.extras.get("reward_valid"))  # [R, n_scene]
         adv_tok = per_token_from_scene(adv.to(logp.device), experience.inputs.batch.agent_scene, logp.shape[-1])  # [R, n_agent, 16]
         loss, kl = mpo_loss(logp, logp_ref, adv_tok, mask, self.beta)
         return loss, {
             "loss": float(loss.detach()),
             "kl": float(masked_mean(kl.detach(), mask)),
-            "alpha": self.alpha,
+            "alpha": self.alpha if self.alpha is not None else float("nan"),
             "advantage/mean": float(adv.mean()),
             "logp/mean": float(masked_mean(logp.detach(), mask)),
             "n_token": float(mask.sum()),
