@@ -66,6 +66,8 @@ def branches(raw: dict, alpha_delta: float) -> dict[str, list[dict]]:
         "alpha_hi": [rft_with("mpo", alpha="calibrate", alpha_offset=alpha_delta)],
         "beta_0.004": [rft_with("mpo", beta=0.004)],
         "beta_0.4": [rft_with("mpo", beta=0.4)],
+        # Not in the paper: MPO with a per-scene leave-one-out baseline instead of the global alpha.
+        "mpo_group_mean": [rft_with("mpo", advantage="group_mean")],
     }
 
 
@@ -94,7 +96,8 @@ def rows_for_seed(results: dict[str, dict]) -> dict[str, dict[str, dict]]:
         "table3": [("BC (base)", "base", "bc"), ("BC + SFT", "base", "sft1"), ("BC + SFT + SFT", "sft_sft", "sft2"),
                    ("BC + SFT + RFT", "rft_mpo", "rft"), ("BC + SFT + RFT + SFT", "rft_mpo", "sft2")],
         "table4": [("SFT (no RFT)", "base", "sft1"), ("w/ PPO", "rft_ppo", "rft"), ("w/ DPO", "rft_dpo", "rft"),
-                   ("w/ GRPO", "rft_grpo", "rft"), ("w/ MPO", "rft_mpo", "rft")],
+                   ("w/ GRPO", "rft_grpo", "rft"), ("w/ MPO", "rft_mpo", "rft"),
+                   ("w/ MPO, group-mean baseline (not in the paper)", "mpo_group_mean", "rft")],
         "table5": [("alpha = c - d", "alpha_lo", "rft"), ("alpha = c", "rft_mpo", "rft"), ("alpha = c + d", "alpha_hi", "rft")],
         "table6": [("beta = 0.004", "beta_0.004", "rft"), ("beta = 0.04", "rft_mpo", "rft"), ("beta = 0.4", "beta_0.4", "rft")],
     }
@@ -130,7 +133,7 @@ def markdown_tables(per_seed: list[dict[str, dict[str, dict]]], titles: dict[str
     return "\n".join(lines)
 
 
-RFT_RUNS = ["rft_mpo", "rft_grpo", "rft_dpo", "rft_ppo", "alpha_lo", "alpha_hi", "beta_0.004", "beta_0.4"]
+RFT_RUNS = ["rft_mpo", "rft_grpo", "rft_dpo", "rft_ppo", "alpha_lo", "alpha_hi", "beta_0.004", "beta_0.4", "mpo_group_mean"]
 
 
 def rft_history(run_dir: Path) -> list[dict]:
