@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import os
 import time
 from typing import Any, Callable, Iterable, Sequence
@@ -149,14 +150,17 @@ class RayExecutor:
 
     `ray.init` must have been called (`learner.driver.connect_ray`). Actors live for one `run`.
     `on_event(executor, event, key)` (optional; tests) is called after every handled task with
-    event `rollout` / `score` / `requeued` / `failed`.
+    event `rollout` / `score` / `requeued` / `failed`. After a run, `stats` holds task counts,
+    re-queues, `wall_seconds` and `first_row_seconds` / `last_row_seconds` (since the run began:
+    the first includes starting the actors).
     """
 
     needs_backend = False  # the driver never builds the metric backend (no TF in the driver)
 
     def __init__(self, num_rollout_workers: int = 2, num_scorers: int = 1, max_in_flight: int | None = None,
-                 max_restarts: int = 3, rollout_cpus: float = 1.0, scorer_cpus: float = 0.5, torch_threads: int = 1,
-                 max_inflight_per_actor: int = 2, on_event: Callable | None = None):
+                 max_restarts: int = 3, rollout_cpus: float | None = None, scorer_cpus: float | None = None,
+                 torch_threads: int = 1, max_inflight_per_actor: int = 2, on_event: Callable | None = None,
+                 start_timeout_s: float = 300.0):
         if num_rollout_workers < 1 or num_scorers < 1:
             raise ValueError(f"RayExecutor: need >= 1 rollout worker and scorer, got {num_rollout_workers}, {num_scorers}")
         self.num_rollout_workers = int(num_rollout_workers)
@@ -166,6 +170,7 @@ class RayExecutor:
         self.max_restarts = int(max_restarts)
         self.rollout_cpus, self.scorer_cpus, self.torch_threads = rollout_cpus, scorer_cpus, torch_threads
         self.on_event = on_event
+        self.start_timeout_s = float(start_timeout_s)
         self.rollout_actors: list = []
         self.scorers: list = []
         self.stats: dict[str, float] = {}
@@ -173,11 +178,33 @@ class RayExecutor:
     def _start(self) -> None:
         if not ray.is_initialized():
             raise RuntimeError("RayExecutor: call ray.init() first (learner.driver.connect_ray)")
+        rc, sc = self.actor_cpus(float(ray.cluster_resources().get("CPU", 0.0)))
         opts = dict(max_restarts=self.max_restarts, max_task_retries=0)
-        self.rollout_actors = [EvalRolloutActor.options(num_cpus=self.rollout_cpus, **opts).remote(self.torch_threads)
+        self.rollout_actors = [EvalRolloutActor.options(num_cpus=rc, **opts).remote(self.torch_threads)
                                for _ in range(self.num_rollout_workers)]
-        self.scorers = [EvalScorerActor.options(num_cpus=self.scorer_cpus, **opts).remote(self.torch_threads)
+        self.scorers = [EvalScorerActor.options(num_cpus=sc, **opts).remote(self.torch_threads)
                         for _ in range(self.num_scorers)]
+        try:  # an actor Ray cannot place would otherwise hang the run silently
+            ray.get([a.pid.remote() for a in self.rollout_actors + self.scorers], timeout=self.start_timeout_s)
+        except ray.exceptions.GetTimeoutError as err:
+            self.shutdown()
+            raise RuntimeError(
+                f"RayExecutor: {self.num_rollout_workers} rollout actors ({rc} CPU each) and {self.num_scorers} scorers "
+                f"({sc} CPU each) did not all start within {self.start_timeout_s:.0f} s; cluster resources "
+                f"{ray.cluster_resources()} (fewer actors, or smaller rollout_cpus / scorer_cpus)") from err
+
+    def actor_cpus(self, cluster_cpus: float) -> tuple[float, float]:
+        """(rollout, scorer) CPUs per actor: the given values, else 1 each, shrunk to an equal
+        share when the actors would not all fit on `cluster_cpus` (e.g. 3 actors on a 2-CPU node)."""
+        n = self.num_rollout_workers + self.num_scorers
+        share = 1.0 if cluster_cpus <= 0 else min(1.0, math.floor(cluster_cpus / n * 1e4) / 1e4)
+        rc = share if self.rollout_cpus is None else float(self.rollout_cpus)
+        sc = share if self.scorer_cpus is None else float(self.scorer_cpus)
+        need = rc * self.num_rollout_workers + sc * self.num_scorers
+        if cluster_cpus > 0 and need > cluster_cpus + 1e-6:
+            raise ValueError(f"RayExecutor: actors need {need} CPUs ({self.num_rollout_workers} x {rc} rollout + "
+                             f"{self.num_scorers} x {sc} scorer), the cluster has {cluster_cpus}")
+        return rc, sc
 
     def shutdown(self) -> None:
         for s in self.scorers:
@@ -252,6 +279,8 @@ class RayExecutor:
                         status, key, value = scoring.handle(ref)
                         if status == "ok":
                             n["score_tasks"] += 1
+                            n.setdefault("first_row_seconds", time.perf_counter() - t0)
+                            n["last_row_seconds"] = time.perf_counter() - t0
                             item, _ = pending.pop(key)
                             on_result(item, value)
                             event("score", key)

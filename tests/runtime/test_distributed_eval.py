@@ -85,6 +85,29 @@ def test_distributed_rows_equal_single_process(ray_local, scenes_path, local_row
     assert not ex.rollout_actors and not ex.scorers  # actors removed at the end of the run
 
 
+def test_cli_ray_writes_the_same_rows(ray_local, scenes_path, local_rows, tmp_path):
+    """`smart-r1 evaluate --ray` (joins the running instance) -> same scores file rows."""
+    import pyarrow.parquet as pq
+
+    from smart_r1.cli import main
+
+    argv = ["evaluate", *[a for b in BASELINES for a in ("--checkpoint", b)], "--scenes", scenes_path, "--num-rollouts", "4",
+            "--seed", "3", "--out", str(tmp_path), "--no-report", "--quiet", "--ray", "--num-rollout-workers", "2",
+            "--num-scorers", "1"]
+    assert main(argv) == 0
+    assert_same_rows(pq.read_table(tmp_path / "scores.parquet").to_pylist(), local_rows)
+
+
+def test_actor_cpus_fit_the_cluster():
+    from learner.distributed_eval import RayExecutor
+
+    rc, sc = RayExecutor(num_rollout_workers=2, num_scorers=1).actor_cpus(2.0)
+    assert 2 * rc + sc <= 2.0 and rc > 0.6
+    assert RayExecutor(num_rollout_workers=2, num_scorers=1).actor_cpus(16.0) == (1.0, 1.0)
+    with pytest.raises(ValueError, match="need 3.0 CPUs"):
+        RayExecutor(num_rollout_workers=2, num_scorers=1, rollout_cpus=1.0, scorer_cpus=1.0).actor_cpus(2.0)
+
+
 def test_killed_actor_restarts_and_every_scene_scored_once(ray_local, scenes_path, local_rows, tmp_path):
     import ray
 
