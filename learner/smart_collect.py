@@ -85,7 +85,10 @@ def rollout_batch_from_numpy(cls_path: str, fields: dict, device="cpu"):
 
     mod, name = cls_path.split(":")
     cls = getattr(importlib.import_module(mod), name)
-    return cls(**{k: (torch.as_tensor(v).to(device) if isinstance(v, np.ndarray) else v) for k, v in fields.items()})
+    # Arrays from the object store are read-only views: copy those, so nothing downstream can
+    # write into shared memory (and torch does not warn about non-writable tensors).
+    return cls(**{k: (torch.as_tensor(v if v.flags.writeable else v.copy()).to(device) if isinstance(v, np.ndarray) else v)
+                  for k, v in fields.items()})
 
 
 def concat_agent_axis(parts: list[dict], n_agents: list[int]) -> dict:

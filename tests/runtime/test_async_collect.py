@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _run(tmp_path: Path, name: str, mode: str, steps: int = 4):
+def _run(tmp_path: Path, name: str, mode: str, steps: int = 3):
     from learner.driver import load_config_with_runtime, run_distributed
 
     cfg_path = tmp_path / f"{name}.yaml"
@@ -34,13 +34,14 @@ def _run(tmp_path: Path, name: str, mode: str, steps: int = 4):
     return run_distributed(cfg, runtime=runtime).history
 
 
-def test_async_mpo_stage_lag_one_and_deterministic(tmp_path):
+def test_async_mpo_stage_lag_one_and_deterministic(tmp_path, ray_local):
+    # one private local Ray instance for the three runs (run_distributed attaches to it)
     first = _run(tmp_path, "a1", "async")
-    assert [h["step"] for h in first] == [0, 1, 2, 3]
+    assert [h["step"] for h in first] == [0, 1, 2]
     # step 0 is collected with the current weights; every later batch was rolled out with the
     # weights from before the previous update
-    assert [h["runtime/policy_lag"] for h in first] == [0.0, 1.0, 1.0, 1.0]
-    assert [h["runtime/weights_version"] for h in first] == [0.0, 0.0, 1.0, 2.0]
+    assert [h["runtime/policy_lag"] for h in first] == [0.0, 1.0, 1.0]
+    assert [h["runtime/weights_version"] for h in first] == [0.0, 0.0, 1.0]
     assert all(h["runtime/prefetch_misses"] == 0.0 and h["runtime/dropped_stale"] == 0.0 for h in first)
     assert all(math.isfinite(h["loss"]) and 0.0 <= h["reward/mean"] <= 1.0 for h in first)
     assert first[-1]["kl"] > 0.0
@@ -48,6 +49,12 @@ def test_async_mpo_stage_lag_one_and_deterministic(tmp_path):
     second = _run(tmp_path, "a2", "async")
     assert [h["loss"] for h in second] == [h["loss"] for h in first]  # same seed: bit-identical
     assert [h["reward/mean"] for h in second] == [h["reward/mean"] for h in first]
+
+    # The stage's first batch (current weights, chained rollout -> scoring path) is the same
+    # experience the synchronous path collects; a 2-step sync stage also checks lag 0 there.
+    sync = _run(tmp_path, "s", "sync", steps=2)
+    assert [h["runtime/policy_lag"] for h in sync] == [0.0, 0.0]
+    assert sync[0]["loss"] == first[0]["loss"] and sync[0]["reward/mean"] == first[0]["reward/mean"]
 
 
 def test_async_mode_rejects_unknown_mode():
