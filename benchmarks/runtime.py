@@ -364,7 +364,7 @@ def driver_memory(spec: dict, n_scenes: int, epochs: int) -> dict:
         "rss_mb_per_epoch_2nd_vs_1st_half": slope(rss), "heap_mb_per_epoch_2nd_vs_1st_half": slope(heap),
         "heap_growth_mb_total": heap[-1] - heap[0],
         "top_heap_growth": [{"kb": st.size_diff / 1024, "count": st.count_diff,
-                             "where": " <- ".join(f"{Path(f.filename).name}:{f.lineno}" for f in list(st.traceback)[:4])}
+                             "where": " -> ".join(f"{Path(f.filename).name}:{f.lineno}" for f in st.traceback)}  # caller -> callee
                             for st in top],
     }
 
