@@ -329,9 +329,10 @@ def smart_benchmarks(quick: bool, only: str | None) -> dict:
 # ---------------------------------------------------------------------------------------------
 # Driver memory over many toy epochs (the +0.3 MB/epoch observation)
 # ---------------------------------------------------------------------------------------------
-def driver_memory(spec: dict, n_scenes: int, epochs: int) -> dict:
-    """RSS of the driver after each toy RFT epoch, keeping nothing of the reports but numbers;
-    tracemalloc's Python-heap growth between the first measured epoch and the last."""
+def driver_memory(spec: dict, n_scenes: int, epochs: int, keep_reports: bool = False) -> dict:
+    """RSS of the driver after each toy RFT epoch, keeping nothing of the reports but numbers
+    (`keep_reports`: keep every EpochReport, as `rft_loop` does); tracemalloc's Python-heap
+    growth between the first measured epoch and the last."""
     import tracemalloc
 
     from learner.runtime import DistributedRuntime
@@ -345,9 +346,11 @@ def driver_memory(spec: dict, n_scenes: int, epochs: int) -> dict:
         gc.collect()
         tracemalloc.start(12)
         snap0 = tracemalloc.take_snapshot()
-        rss, heap = [], []
+        rss, heap, kept = [], [], []
         for e in range(epochs):
             rep = rt.run_epoch(ids, epoch=100 + e)
+            if keep_reports:
+                kept.append(rep)
             del rep
             gc.collect()
             rss.append(psutil.Process().memory_info().rss / 2**20)
@@ -360,7 +363,7 @@ def driver_memory(spec: dict, n_scenes: int, epochs: int) -> dict:
     half = len(rss) // 2
     slope = lambda ys: (statistics.mean(ys[half:]) - statistics.mean(ys[:half])) / max(1, half)  # noqa: E731
     return {
-        "epochs": epochs, "scenes_per_epoch": n_scenes, "rss_mb": rss, "python_heap_mb": heap,
+        "epochs": epochs, "scenes_per_epoch": n_scenes, "keep_reports": keep_reports, "rss_mb": rss, "python_heap_mb": heap,
         "rss_mb_per_epoch_2nd_vs_1st_half": slope(rss), "heap_mb_per_epoch_2nd_vs_1st_half": slope(heap),
         "heap_growth_mb_total": heap[-1] - heap[0],
         "top_heap_growth": [{"kb": st.size_diff / 1024, "count": st.count_diff,
@@ -424,6 +427,8 @@ def main(argv=None) -> int:
     p.add_argument("--json", default=None)
     p.add_argument("--workload", choices=["smart", "toy", "all"], default="smart")
     p.add_argument("--only", choices=["scaling", "rft", "broadcast", "memory"], default=None)
+    p.add_argument("--keep-reports", action="store_true", help="memory probe: keep every epoch report (as rft_loop does)")
+    p.add_argument("--memory-scenes", type=int, default=None, help="memory probe: scenes per epoch")
     args = p.parse_args(argv)
     t_start = time.perf_counter()
     ray = _init_ray()
@@ -440,7 +445,7 @@ def main(argv=None) -> int:
             if args.only in (None, "rft"):
                 res["rft_loop"] = rft_loop(rft, 64 if not q else 16, 4, 8 if not q else 1, 1)
             if args.only in (None, "memory"):
-                res["driver_memory"] = driver_memory(rft, 32 if not q else 16, 30)
+                res["driver_memory"] = driver_memory(rft, args.memory_scenes or (32 if not q else 16), 30, args.keep_reports)
         # after the toy part, so the toy driver-memory figures do not start from the smart learner's peak
         if args.workload in ("smart", "all") and args.only in (None, "scaling", "rft"):
             res["smart"] = smart_benchmarks(q, args.only)
