@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _run(tmp_path: Path, name: str, mode: str, steps: int = 3):
+def _run(tmp_path: Path, name: str, mode: str, steps: int = 3, extra: str = ""):
     from learner.driver import load_config_with_runtime, run_distributed
 
     cfg_path = tmp_path / f"{name}.yaml"
@@ -28,7 +28,7 @@ def _run(tmp_path: Path, name: str, mode: str, steps: int = 3):
         " params: {alpha: 0.5, beta: 0.04, n_rollout: 4}}\n"
         "eval: {after_each_stage: false}\n"
         "tracking: {enabled: false}\n"
-        f"runtime: {{mode: {mode}, num_rollout_actors: 2, num_scorers: 1, rollout_cpus: 0.5, scorer_cpus: 0.25}}\n"
+        f"runtime: {{mode: {mode}, num_rollout_actors: 2, num_scorers: 1, rollout_cpus: 0.5, scorer_cpus: 0.25{extra}}}\n"
     )
     cfg, runtime = load_config_with_runtime(str(cfg_path))
     assert runtime["mode"] == mode  # read from the YAML's runtime: section
@@ -68,10 +68,18 @@ def test_async_mpo_stage_lag_one_and_deterministic(tmp_path, ray_local, restarta
     assert [h["reward/mean"] for h in second] == [h["reward/mean"] for h in first]
 
     # The stage's first batch (current weights, chained rollout -> scoring path) is the same
-    # experience the synchronous path collects; a 2-step sync stage also checks lag 0 there.
-    sync = _run(tmp_path, "s", "sync", steps=2)
-    assert [h["runtime/policy_lag"] for h in sync] == [0.0, 0.0]
+    # experience the synchronous path collects.
+    sync = _run(tmp_path, "s", "sync")
+    assert [h["runtime/policy_lag"] for h in sync] == [0.0, 0.0, 0.0]
     assert sync[0]["loss"] == first[0]["loss"] and sync[0]["reward/mean"] == first[0]["reward/mean"]
+    assert sync[1]["loss"] != first[1]["loss"]  # lag 0 vs lag 1: different rollouts
+
+    # max_policy_lag 0: every prefetched batch is too old, dropped and re-collected with the
+    # current weights, which reproduces the synchronous run exactly.
+    strict = _run(tmp_path, "a0", "async", extra=", max_policy_lag: 0")
+    assert [h["runtime/policy_lag"] for h in strict] == [0.0, 0.0, 0.0]
+    assert [h["runtime/dropped_stale"] for h in strict] == [0.0, 1.0, 2.0]
+    assert [h["loss"] for h in strict] == [h["loss"] for h in sync]
 
     # No rollout/scorer actor (max_restarts > 0) had object-store constructor arguments: Ray
     # prints a warning per such actor; the probe below shows the warning is captured here.
