@@ -97,3 +97,43 @@ def test_async_mode_rejects_unknown_mode():
 
     with pytest.raises(ValueError, match="mode"):
         RuntimeConfig.from_dict({"mode": "streaming"})
+
+
+def test_prefetched_batch_lost_with_actor_falls_back(tmp_path, ray_local):
+    """A rollout actor killed while it holds the prefetched batch: `collect` counts the lost
+    prefetch and collects the step synchronously (the re-queueing path; the actor restarts and
+    finds the vocabulary and weight store by name)."""
+    import torch
+
+    from learner.driver import load_config_with_runtime
+    from learner.runtime import RuntimeConfig
+    from learner.smart_collect import DistributedCollector
+    from smart_r1.objectives import get_objective
+    from smart_r1.train.data import make_inputs
+    from smart_r1.train.pipeline import build_model_for, prepare_data
+
+    cfg_path = tmp_path / "fault.yaml"
+    cfg_path.write_text(f"include: {REPO}/configs/tiny_test.yaml\noutput_dir: {tmp_path}/out\n")
+    cfg, _ = load_config_with_runtime(str(cfg_path))
+    data = prepare_data(cfg, tmp_path / "out")
+    model = build_model_for(cfg, data.vocab)
+    col = DistributedCollector(cfg, data.vocab, RuntimeConfig(mode="async", num_rollout_actors=2, num_scorers=1,
+                                                              rollout_cpus=0.5, scorer_cpus=0.25, max_restarts=2))
+    try:
+        obj = col.wrap(get_objective("mpo", alpha=0.5, n_rollout=4))
+        inputs = [make_inputs(data.train, idx, data.vocab, 32, 100.0) for idx in ([0, 1], [2, 3], [4, 5])]
+        gen = [torch.Generator().manual_seed(s) for s in (5, 6, 7)]
+        # the loop's protocol: prefetch(t + 1) then collect(t)
+        obj.prefetch(inputs[1], gen[1], None)
+        obj.collect(model, inputs[0], generator=gen[0])
+        col.rollout_actors[0].sync.remote(10**9)  # keeps actor 0 busy: batch 2's first chunk waits behind it
+        obj.prefetch(inputs[2], gen[2], None)
+        assert obj.collect(model, inputs[1], generator=gen[1]).metrics["runtime/prefetch_failures"] == 0.0
+        ray_local.kill(col.rollout_actors[0], no_restart=False)  # dies holding the prefetched chunk of batch 2
+        exp = obj.collect(model, inputs[2], generator=gen[2])
+        assert exp.metrics["runtime/prefetch_failures"] == 1.0
+        assert exp.metrics["runtime/policy_lag"] == 0.0  # re-collected with the current weights
+        assert math.isfinite(exp.metrics["reward/mean"])
+        assert tuple(exp.rewards.shape) == (4, 2)  # [R, n_scene]
+    finally:
+        col.shutdown()
