@@ -90,6 +90,51 @@ def run_one(raw: dict, stages: list[dict], out: Path, data, init_from: str | Non
     return res.evaluations
 
 
+def reevaluate(raw: dict, out: Path, seeds: list[int], data, log) -> None:
+    """Re-score every finished run's stage checkpoints with the current `evaluate` and the
+    config's `eval:` section (e.g. `--set eval.n_rollout=32`), so every row of every table is
+    measured by the same code, rollouts and seed. The training-time numbers are kept in
+    `evaluation.train.json`; each checkpoint's result is cached in `reeval/` (resumable)."""
+    import torch
+
+    from smart_r1.train.checkpoint import Checkpoint
+    from smart_r1.train.loop import evaluate
+    from smart_r1.train.pipeline import build_model_for
+
+    cfg = config_from_dict(copy.deepcopy(raw), "<reevaluate>")
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    tag = json.dumps(resolved_dict(cfg)["eval"], sort_keys=True)
+    for seed in seeds:
+        for run_dir in sorted((out / f"seed{seed}").glob("*/")):
+            done = run_dir / "evaluation.json"
+            if not done.exists():
+                continue
+            train_copy = run_dir / "evaluation.train.json"
+            if not train_copy.exists():
+                train_copy.write_text(done.read_text())
+            stages = list(json.loads(train_copy.read_text()))
+            result = {}
+            for stage in stages:
+                ckpts = sorted((run_dir / "checkpoints").glob(f"[0-9][0-9]_{stage}.pt"))
+                if not ckpts:
+                    raise FileNotFoundError(f"{run_dir}: no stage checkpoint for {stage!r}")
+                cache = run_dir / "reeval" / f"{ckpts[-1].stem}.json"
+                if cache.exists() and json.loads(cache.read_text()).get("eval_config") == tag:
+                    result[stage] = json.loads(cache.read_text())["metrics"]
+                    continue
+                model = build_model_for(cfg, data.vocab)
+                model.load_state_dict(Checkpoint.load(ckpts[-1]).model)
+                t0 = time.perf_counter()
+                ev = evaluate(model, data.val, data.vocab, cfg.eval, seed, cfg.data.max_train_agents, cfg.data.train_radius_m)
+                cache.parent.mkdir(exist_ok=True)
+                cache.write_text(json.dumps({"eval_config": tag, "metrics": ev}, indent=1))
+                result[stage] = ev
+                log(f"  reevaluated seed{seed}/{run_dir.name}/{stage}: meta {ev['metametric']:.4f} "
+                    f"minADE {ev['min_average_displacement_error']:.3f} ({time.perf_counter() - t0:.0f} s)")
+            done.write_text(json.dumps(result, indent=1))
+
+
 def rows_for_seed(results: dict[str, dict]) -> dict[str, dict[str, dict]]:
     """Map runs/stages to the table rows of the paper (rows whose run is missing are left out)."""
     spec = {
@@ -216,6 +261,8 @@ def main(argv=None) -> int:
     ap.add_argument("--alpha-delta", type=float, default=0.01, help="alpha sweep: c - d, c, c + d")
     ap.add_argument("--only", nargs="*", default=None, help="branch names to run (default all)")
     ap.add_argument("--write-docs", default=None, help="write the tables (markdown) to this file")
+    ap.add_argument("--reevaluate", action="store_true",
+                    help="re-score every finished run's stage checkpoints with the current eval config (no training)")
     ap.add_argument("--plot", default=None, help="with --aggregate-only: write the RFT reward curves (PNG) here")
     ap.add_argument("--aggregate-only", action="store_true", help="only rebuild the tables from <out>/results.json")
     args = ap.parse_args(argv)
@@ -272,6 +319,9 @@ def main(argv=None) -> int:
     t_all = time.perf_counter()
     data = prepare_data(cfg, out / "data")
     log(f"data: {len(data.train)} train / {len(data.val)} held-out scenes, vocab {data.vocab.vocab_id}")
+    if args.reevaluate:
+        reevaluate(raw, out, args.seeds, data, log)
+        return 0
     per_seed, all_results = [], {}
     for seed in args.seeds:
         raw_s = copy.deepcopy(raw)
