@@ -224,6 +224,35 @@ def rft_diagnostics(out: Path, seeds: list[str]) -> tuple[str, dict[str, dict[st
     return "\n".join(lines) + "\n", curves
 
 
+def paired_deltas(all_results: dict[str, dict], seeds: list[str]) -> str:
+    """Markdown: every row's realism-meta and minADE difference to BC + SFT of the *same* seed
+    (the shared BC / SFT checkpoint removes the seed-to-seed spread of the starting point),
+    mean ± standard error over seeds, and in how many seeds the row beats BC + SFT."""
+    per_seed = {n: rows_for_seed(all_results[n]) for n in seeds}
+    ref = {n: all_results[n]["base"]["sft1"] for n in seeds if "sft1" in all_results[n].get("base", {})}
+    lines = ["| row | Δ realism meta vs BC + SFT | seeds better | Δ minADE (m) | seeds with n |",
+             "|---|---|---|---|---|"]
+    seen = set()
+    for table in TITLES:
+        for row in next((p[table] for p in per_seed.values() if table in p), {}):
+            if row in seen or row in ("SFT (no RFT)", "BC + SFT"):
+                continue
+            seen.add(row)
+            dm, da = [], []
+            for n in seeds:
+                ev = per_seed[n].get(table, {}).get(row)
+                if ev is None or n not in ref:
+                    continue
+                dm.append(ev["metametric"] - ref[n]["metametric"])
+                da.append(ev["min_average_displacement_error"] - ref[n]["min_average_displacement_error"])
+            if not dm:
+                continue
+            se = lambda v: float(np.std(v, ddof=1) / np.sqrt(len(v))) if len(v) > 1 else float("nan")  # noqa: E731
+            lines.append(f"| {row} | {np.mean(dm):+.4f} ± {se(dm):.4f} | {sum(d > 0 for d in dm)}/{len(dm)} | "
+                         f"{np.mean(da):+.3f} ± {se(da):.3f} | {len(dm)} |")
+    return "\n".join(lines) + "\n"
+
+
 def plot_rft_curves(curves: dict[str, dict[str, list[float]]], path: Path) -> None:
     """Training-batch reward per RFT step (mean over seeds), one line per run."""
     import matplotlib
@@ -284,6 +313,8 @@ def main(argv=None) -> int:
             sub = [{table: {k: per_seed_all[n][table][k] for k in per_seed_all[seeds[0]][table] if k in full}} for n in seeds]
             lines.append(f"Seeds: {', '.join(seeds)}\n")
             lines.append(markdown_tables(sub, {table: title}))
+        lines.append("### Paired differences to BC + SFT (same seed; mean ± standard error over seeds)\n")
+        lines.append(paired_deltas(all_results, list(all_results)))
         diag, curves = rft_diagnostics(Path(args.out), list(all_results))
         if curves:
             lines.append("### RFT diagnostics — what the training batches saw (mean ± std over seeds)\n")
