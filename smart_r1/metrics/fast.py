@@ -76,6 +76,15 @@ class FastResult:
     features: dict[str, np.ndarray] | None = field(default=None, repr=False)  # name -> [n_rollout + 1, E, 80]
 
 
+def _tensor(a, dtype=None, device=None) -> torch.Tensor:
+    """`torch.as_tensor` of a numpy array, copying arrays that are read-only (scenes that arrive
+    through Ray's shared memory are), which torch would otherwise wrap with a warning."""
+    a = np.asarray(a)
+    if not a.flags.writeable:
+        a = a.copy()
+    return torch.as_tensor(a, dtype=dtype, device=device)
+
+
 def _f32(x) -> float:
     """Python float holding a float32 value (the official `SimAgentMetrics` fields are float32)."""
     return float(np.float32(float(x)))
@@ -106,7 +115,7 @@ def build_map_context(scene: Scene, device: torch.device) -> MapContext:
     lanes, lane_ids = None, None
     if any(p.shape[0] >= 2 for p in lane_polys):
         lanes = LaneAssociation(lane_polys, device)
-        lane_ids = torch.as_tensor(m.feature_id[np.asarray(lane_rows, np.int64)[lanes.segs.kept_index]], device=device)
+        lane_ids = _tensor(m.feature_id[np.asarray(lane_rows, np.int64)[lanes.segs.kept_index]], device=device)
     sig = scene.signals
     n_step = scene.n_step
     present = np.asarray(sig.present, bool)  # [n_step, J]
@@ -119,9 +128,9 @@ def build_map_context(scene: Scene, device: torch.device) -> MapContext:
         road_edges=road,
         lanes=lanes,
         lane_ids=lane_ids,
-        signal_lane_id=torch.as_tensor(np.asarray(sig.lane_id, np.int64), device=device),
-        signal_state=torch.as_tensor(state, device=device),
-        signal_stop_xy=torch.as_tensor(stop_xy, device=device),
+        signal_lane_id=_tensor(np.asarray(sig.lane_id, np.int64), device=device),
+        signal_state=_tensor(state, device=device),
+        signal_stop_xy=_tensor(stop_xy, device=device),
         has_signals=has_signals,
     )
 
@@ -178,7 +187,7 @@ def build_scene_tensors(scene: Scene, rollouts: Rollouts, device: torch.device) 
     log_valid = scene.agent_valid[rows]  # [N, 91]
     valid = np.broadcast_to(log_valid[None], (r + 1,) + log_valid.shape).copy()  # [R+1, N, 91]
     valid[:r, :, cur + 1 :] = True  # simulated agents are valid at every simulated step
-    t = lambda a, dt=torch.float32: torch.as_tensor(np.ascontiguousarray(a), dtype=dt, device=device)  # noqa: E731
+    t = lambda a, dt=torch.float32: _tensor(np.ascontiguousarray(a), dtype=dt, device=device)  # noqa: E731
     return SceneTensors(
         pos=t(pose[..., :3]),
         heading=t(pose[..., 3]),
@@ -296,7 +305,7 @@ class FastBackend(MetricBackend):
         log_valid_full = st.valid[-1, :e]  # [E, 91]
         log_valid = log_valid_full[:, cur + 1 :]  # [E, 80]
         rows, _, _ = _agent_order(scene, None)
-        is_vehicle = torch.as_tensor(scene.agent_type[rows[:e]] == int(AgentType.VEHICLE), device=self.device)  # [E]
+        is_vehicle = _tensor(scene.agent_type[rows[:e]] == int(AgentType.VEHICLE), device=self.device)  # [E]
 
         full = _likelihoods(feats, log_valid, is_vehicle, {"fn": lambda x: x[None]})
         lik = {k: _f32(full[k][0]) for k in LIKELIHOOD_FIELDS}

@@ -118,3 +118,38 @@ def test_cuda_matches_cpu(scene, noisy):
     for k, v in a.items():
         if isinstance(v, float):
             assert b[k] == pytest.approx(v, abs=1e-5), k
+
+
+def test_read_only_inputs_score_the_same_without_warning(scene, noisy):
+    """Scenes and rollouts that arrive through Ray's shared memory are read-only numpy arrays:
+    scored as they are, with no torch 'non-writable array' warning and the same numbers."""
+    import copy
+    import dataclasses
+    import warnings
+
+    def freeze(obj, seen):
+        if id(obj) in seen:
+            return
+        seen.add(id(obj))
+        if isinstance(obj, np.ndarray):
+            obj.setflags(write=False)
+        elif dataclasses.is_dataclass(obj):
+            for f in dataclasses.fields(obj):
+                freeze(getattr(obj, f.name), seen)
+        elif isinstance(obj, (list, tuple)):
+            for x in obj:
+                freeze(x, seen)
+        elif isinstance(obj, dict):
+            for x in obj.values():
+                freeze(x, seen)
+
+    ro_scene, ro_rollouts = copy.deepcopy(scene), copy.deepcopy(noisy)
+    freeze(ro_scene, set())
+    freeze(ro_rollouts, set())
+    assert not ro_scene.agent_states.flags.writeable
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        got = FastBackend(device="cpu").score(ro_scene, ro_rollouts)  # a fresh backend: no cached map context
+    want = get_backend("fast", device="cpu").score(scene, noisy)
+    assert got.metametric == want.metametric
+    assert got.likelihoods == want.likelihoods
