@@ -153,7 +153,7 @@ class ToyWorkload(Workload):
         loss.backward()
         opt.step()
         return {
-            "loss": float(loss),
+            "loss": float(loss.detach()),
             "reward/mean": float(r.mean()),
             "reward/std": float(r.std(unbiased=False)),
             "kl/behaviour": float((old - logp.detach()).mean()),
