@@ -68,6 +68,9 @@ def branches(raw: dict, alpha_delta: float) -> dict[str, list[dict]]:
         "beta_0.4": [rft_with("mpo", beta=0.4)],
         # Not in the paper: MPO with a per-scene leave-one-out baseline instead of the global alpha.
         "mpo_group_mean": [rft_with("mpo", advantage="group_mean")],
+        # Not in the paper: GRPO on the leave-one-out reward (each rollout's contribution to the
+        # 8-rollout distribution metric) instead of each rollout scored alone.
+        "grpo_loo": [rft_with("grpo", beta=rft["params"].get("beta", 0.04), reward="leave_one_out")],
     }
 
 
@@ -142,7 +145,8 @@ def rows_for_seed(results: dict[str, dict]) -> dict[str, dict[str, dict]]:
                    ("BC + SFT + RFT", "rft_mpo", "rft"), ("BC + SFT + RFT + SFT", "rft_mpo", "sft2")],
         "table4": [("SFT (no RFT)", "base", "sft1"), ("w/ PPO", "rft_ppo", "rft"), ("w/ DPO", "rft_dpo", "rft"),
                    ("w/ GRPO", "rft_grpo", "rft"), ("w/ MPO", "rft_mpo", "rft"),
-                   ("w/ MPO, group-mean baseline (not in the paper)", "mpo_group_mean", "rft")],
+                   ("w/ MPO, group-mean baseline (not in the paper)", "mpo_group_mean", "rft"),
+                   ("w/ GRPO, leave-one-out reward (not in the paper)", "grpo_loo", "rft")],
         "table5": [("alpha = c - d", "alpha_lo", "rft"), ("alpha = c", "rft_mpo", "rft"), ("alpha = c + d", "alpha_hi", "rft")],
         "table6": [("beta = 0.004", "beta_0.004", "rft"), ("beta = 0.04", "rft_mpo", "rft"), ("beta = 0.4", "beta_0.4", "rft")],
     }
@@ -178,7 +182,7 @@ def markdown_tables(per_seed: list[dict[str, dict[str, dict]]], titles: dict[str
     return "\n".join(lines)
 
 
-RFT_RUNS = ["rft_mpo", "rft_grpo", "rft_dpo", "rft_ppo", "alpha_lo", "alpha_hi", "beta_0.004", "beta_0.4", "mpo_group_mean"]
+RFT_RUNS = ["rft_mpo", "rft_grpo", "rft_dpo", "rft_ppo", "alpha_lo", "alpha_hi", "beta_0.004", "beta_0.4", "mpo_group_mean", "grpo_loo"]
 
 
 def rft_history(run_dir: Path) -> list[dict]:
