@@ -256,42 +256,32 @@ class RayExecutor:
                     continue
                 ready, _ = ray.wait(refs, num_returns=1)
                 for ref in ready:
-                    if ref in rollouts.inflight:
-                        status, key, value = rollouts.handle(ref)
-                        if status == "ok":
-                            n["rollout_tasks"] += 1
-                            item, scene_ref = pending[key]
-                            src = sources[item.source_index]
-                            if on_rollouts is not None:
-                                on_rollouts(item)
-                            bspec = (backend[0], item.num_rollouts, backend[2])
-                            scoring.submit(key, bspec, src.name, src.kind, scene_ref, value, item.seed)
-                            event("rollout", key)
-                        elif status == "requeued":
-                            n["requeued"] += 1
-                            event("requeued", key)
-                        else:
-                            n["failed"] += 1
-                            item, _ = pending.pop(key)
-                            on_error(item, _cause(value))
-                            event("failed", key)
+                    pool = rollouts if ref in rollouts.inflight else scoring
+                    status, key, value = pool.handle(ref)
+                    if status == "requeued":
+                        n["requeued"] += 1
+                        event("requeued", key)
+                    elif status != "ok":
+                        n["failed"] += 1
+                        item, _ = pending.pop(key)
+                        on_error(item, _cause(value))
+                        event("failed", key)
+                    elif pool is rollouts:
+                        n["rollout_tasks"] += 1
+                        item, scene_ref = pending[key]
+                        src = sources[item.source_index]
+                        if on_rollouts is not None:
+                            on_rollouts(item)
+                        bspec = (backend[0], item.num_rollouts, backend[2])
+                        scoring.submit(key, bspec, src.name, src.kind, scene_ref, value, item.seed)
+                        event("rollout", key)
                     else:
-                        status, key, value = scoring.handle(ref)
-                        if status == "ok":
-                            n["score_tasks"] += 1
-                            n.setdefault("first_row_seconds", time.perf_counter() - t0)
-                            n["last_row_seconds"] = time.perf_counter() - t0
-                            item, _ = pending.pop(key)
-                            on_result(item, value)
-                            event("score", key)
-                        elif status == "requeued":
-                            n["requeued"] += 1
-                            event("requeued", key)
-                        else:
-                            n["failed"] += 1
-                            item, _ = pending.pop(key)
-                            on_error(item, _cause(value))
-                            event("failed", key)
+                        n["score_tasks"] += 1
+                        n.setdefault("first_row_seconds", time.perf_counter() - t0)
+                        n["last_row_seconds"] = time.perf_counter() - t0
+                        item, _ = pending.pop(key)
+                        on_result(item, value)
+                        event("score", key)
         finally:
             n["wall_seconds"] = time.perf_counter() - t0
             n["rollout_requeued"], n["score_requeued"] = rollouts.n_requeued, scoring.n_requeued

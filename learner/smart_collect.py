@@ -392,10 +392,7 @@ class DistributedCollector:
                         self.stats["score_seconds"] += dt
                         step_score_s.append(dt)
         self.stats["requeued"] += rollouts.n_requeued + scoring.n_requeued
-        rb = self._merge(parts, chunks, inputs)
-        R = rb.token_index.shape[0]
-        reward_mat = np.stack([np.asarray(rewards[s]).reshape(R) for s in range(n_scene)], axis=1)  # [R, n_scene]
-        exp = objective.make_experience(inputs, rb, reward_mat, [scores[s] for s in range(n_scene)])
+        exp, R = self._experience(objective, inputs, parts, chunks, rewards, scores)
         dt = time.perf_counter() - t_start
         self.stats["collect_calls"] += 1
         self.stats["collect_seconds"] += dt
@@ -406,12 +403,7 @@ class DistributedCollector:
             "runtime/weights_version": float(version),
             "runtime/policy_lag": 0.0,
             "runtime/scene_rollouts_per_second": n_scene * R / dt if dt > 0 else 0.0,
-            # per-stage throughput: one rollout actor's rate, one scorer's rate
-            "runtime/rollout_actor_scene_rollouts_per_second": n_scene * R / max(sum(step_rollout_s), 1e-9),
-            "runtime/scorer_scenes_per_second": n_scene / max(sum(step_score_s), 1e-9),
-            "runtime/rollout_seconds_max": max(step_rollout_s),
-            "runtime/rollout_seconds_total": sum(step_rollout_s),
-            "runtime/score_seconds_total": sum(step_score_s),
+            **_stage_metrics(n_scene, R, step_rollout_s, step_score_s),
         })
         return exp
 
@@ -460,10 +452,7 @@ class DistributedCollector:
         step_score_s = [float(x[2]) for x in scored]
         self.stats["rollout_seconds"] += sum(step_rollout_s)
         self.stats["score_seconds"] += sum(step_score_s)
-        rb = self._merge(parts, pending.chunks, inputs)
-        R = rb.token_index.shape[0]
-        reward_mat = np.stack([np.asarray(scored[s][0]).reshape(R) for s in range(n_scene)], axis=1)  # [R, n_scene]
-        exp = objective.make_experience(inputs, rb, reward_mat, [scored[s][1] for s in range(n_scene)])
+        exp, R = self._experience(objective, inputs, parts, pending.chunks, [x[0] for x in scored], [x[1] for x in scored])
         dt = time.perf_counter() - t_start
         self.stats["collect_calls"] += 1
         self.stats["collect_seconds"] += dt
@@ -474,13 +463,18 @@ class DistributedCollector:
             "runtime/collect_wait_seconds": wait,
             "runtime/weights_version": float(pending.version),
             "runtime/scene_rollouts_per_second": n_scene * R / span if span > 0 else 0.0,
-            "runtime/rollout_actor_scene_rollouts_per_second": n_scene * R / max(sum(step_rollout_s), 1e-9),
-            "runtime/scorer_scenes_per_second": n_scene / max(sum(step_score_s), 1e-9),
-            "runtime/rollout_seconds_max": max(step_rollout_s),
-            "runtime/rollout_seconds_total": sum(step_rollout_s),
-            "runtime/score_seconds_total": sum(step_score_s),
+            **_stage_metrics(n_scene, R, step_rollout_s, step_score_s),
         })
         return exp
+
+    def _experience(self, objective, inputs, parts, chunks, rewards, scores):
+        """Merge the chunks' rollouts and build the library experience. rewards[s]: [R] of scene s,
+        scores[s]: its SceneScores. Returns (experience, R)."""
+        n_scene = len(inputs.scenario_ids)
+        rb = self._merge(parts, chunks, inputs)
+        R = rb.token_index.shape[0]
+        reward_mat = np.stack([np.asarray(rewards[s]).reshape(R) for s in range(n_scene)], axis=1)  # [R, n_scene]
+        return objective.make_experience(inputs, rb, reward_mat, [scores[s] for s in range(n_scene)]), R
 
     def _merge(self, parts, chunks, inputs):
         import torch
@@ -509,6 +503,17 @@ class DistributedCollector:
                 ray.kill(a)
             except Exception:  # noqa: BLE001
                 pass
+
+
+def _stage_metrics(n_scene: int, n_rollout: int, rollout_s: list[float], score_s: list[float]) -> dict[str, float]:
+    """Per-stage throughput of one collect: one rollout actor's rate, one scorer's rate, busy seconds."""
+    return {
+        "runtime/rollout_actor_scene_rollouts_per_second": n_scene * n_rollout / max(sum(rollout_s), 1e-9),
+        "runtime/scorer_scenes_per_second": n_scene / max(sum(score_s), 1e-9),
+        "runtime/rollout_seconds_max": max(rollout_s),
+        "runtime/rollout_seconds_total": sum(rollout_s),
+        "runtime/score_seconds_total": sum(score_s),
+    }
 
 
 def torch_isin(agent_scene, idx):

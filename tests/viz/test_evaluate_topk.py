@@ -4,34 +4,20 @@ the default's, and survives the source recipe used by distributed workers."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_top_k_reaches_checkpoint_rollouts(tmp_path):
+def test_top_k_reaches_checkpoint_rollouts(tmp_path, untrained_checkpoint):
     import pyarrow.parquet as pq
     import torch
 
     from smart_r1.cli import main
-    from smart_r1.data.scenario_io import iter_scenes
     from smart_r1.eval.sources import make_source, source_from_spec
-    from smart_r1.train.checkpoint import Checkpoint
-    from smart_r1.train.config import load_config
-    from smart_r1.train.pipeline import build_model_for, prepare_data
 
-    cfg = load_config(ROOT / "configs" / "tiny_test.yaml")
-    data = prepare_data(cfg, tmp_path / "data")
-    model = build_model_for(cfg, data.vocab)
-    ckpt = Checkpoint(
-        model=model.state_dict(), config={}, stage_index=0, stage_name="init", step=0, vocab_dir=str(data.vocab_dir),
-        vocab_id=getattr(data.vocab, "vocab_id", None), model_config=model.config.to_dict(),
-    ).save(tmp_path / "run" / "checkpoints" / "last.pt")
-    val_file = sorted(p for p in (tmp_path / "data" / "scenes").rglob("validation*.tfrecord*") if p.suffix != ".parquet")[0]
-    scene = next(iter(iter_scenes(str(val_file))))
+    ckpt, _, scene, val_file = untrained_checkpoint
     torch.set_num_threads(1)
 
     top1, default = make_source(str(ckpt), top_k=1), make_source(str(ckpt))

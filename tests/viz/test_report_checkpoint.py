@@ -4,35 +4,20 @@ the model's parameter count."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
-def test_checkpoint_and_baseline_report(tmp_path):
+def test_checkpoint_and_baseline_report(tmp_path, untrained_checkpoint):
     pytest.importorskip("smart_r1.sim.simulate")
     pytest.importorskip("smart_r1.train.pipeline")
     import torch
 
-    from smart_r1.data.scenario_io import iter_scenes
     from smart_r1.eval import evaluate
-    from smart_r1.train.checkpoint import Checkpoint
-    from smart_r1.train.config import load_config
-    from smart_r1.train.pipeline import build_model_for, prepare_data
 
-    cfg = load_config(ROOT / "configs" / "tiny_test.yaml")
-    data = prepare_data(cfg, tmp_path / "data")
-    model = build_model_for(cfg, data.vocab)
-    ckpt_path = Checkpoint(
-        model=model.state_dict(), config={}, stage_index=0, stage_name="init", step=0, vocab_dir=str(data.vocab_dir),
-        vocab_id=getattr(data.vocab, "vocab_id", None), model_config=model.config.to_dict(),
-    ).save(tmp_path / "run" / "checkpoints" / "last.pt")
-    val_files = sorted(p for p in (tmp_path / "data" / "scenes").rglob("validation*.tfrecord*") if p.suffix != ".parquet")
-    assert val_files, "tiny_test data has no validation shard"
-    scene = next(iter(iter_scenes(str(val_files[0]))))
+    ckpt_path, model, scene, _ = untrained_checkpoint
     torch.set_num_threads(1)
     result = evaluate(
         [str(ckpt_path), "baseline:constant_velocity"], [scene], num_rollouts=2, out_dir=tmp_path / "eval",
