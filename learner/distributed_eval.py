@@ -34,6 +34,7 @@ import logging
 import math
 import os
 import time
+import uuid
 from typing import Any, Callable, Iterable, Sequence
 
 import ray
@@ -322,9 +323,11 @@ def evaluate_distributed(*args, num_rollout_workers: int = 2, num_scorers: int =
 class ValidationWorker:
     """A model replica for validation chunks; weights by version from the `WeightStore`."""
 
-    def __init__(self, weight_store, torch_threads: int = 1):
+    def __init__(self, weight_store_name: str, namespace: str | None, torch_threads: int = 1):
         _set_threads(torch_threads)
-        self.weight_store = weight_store
+        # Looked up by name: no actor handle among the constructor arguments of a restartable
+        # actor (ray-project/ray#53727), as in learner.smart_collect.
+        self.weight_store = ray.get_actor(weight_store_name, namespace=namespace)
         self.model = None
         self.model_key = None
         self.split = None
@@ -392,8 +395,9 @@ class DistributedValidator:
 
     def _start(self) -> None:
         opts = dict(num_cpus=self.num_cpus, max_restarts=self.max_restarts, max_task_retries=0)
-        self.weight_store = WeightStore.remote()
-        self.workers = [ValidationActor.options(**opts).remote(self.weight_store, self.torch_threads) for _ in range(self.num_workers)]
+        name, ns = f"smart_r1_validation_weights_{uuid.uuid4().hex[:12]}", ray.get_runtime_context().namespace
+        self.weight_store = WeightStore.options(name=name, namespace=ns).remote()
+        self.workers = [ValidationActor.options(**opts).remote(name, ns, self.torch_threads) for _ in range(self.num_workers)]
         self.scorers = [EvalScorerActor.options(**opts).remote(self.torch_threads) for _ in range(self.num_scorers)]
 
     def _publish(self, model) -> None:
