@@ -70,9 +70,9 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from smart_r1.eval.evaluate import evaluate
+    from smart_r1.eval.evaluate import aggregate_rows, evaluate
     from smart_r1.metrics.leaderboard import leaderboard_table
-    from smart_r1.viz.report import aggregate_rows
+    from smart_r1.viz.report import evaluate_and_report
 
     if not args.checkpoint and not args.rollouts:
         print("smart-r1 evaluate: give at least one --checkpoint (or baseline:<name>) or --rollouts", file=sys.stderr)
@@ -103,7 +103,8 @@ def run(args) -> int:
         run_fn = functools.partial(evaluate_distributed, address=args.address, num_rollout_workers=args.num_rollout_workers,
                                    num_scorers=args.num_scorers, max_restarts=args.max_restarts)
     try:
-        result = run_fn(
+        result = evaluate_and_report(
+            evaluate_fn=run_fn,
             checkpoints=args.checkpoint,
             rollouts=args.rollouts,
             names=args.name,

@@ -8,8 +8,9 @@ score with a WOSAC backend, keep the per-scene results in Parquet, and write the
   the run; always on exit, errors and Ctrl-C included); on re-run, scenes already in the file
   (same source, backend, config year, rollout count and seed) are skipped.
 - `evaluate(checkpoints, scenes, backend, ...)` drives the loop (progress bars on rollouts
-  and scoring), then builds the report folder (`smart_r1.viz.report.build_report`), and with
-  a tracker logs scalars as metrics and the report + scores as artifacts.
+  and scoring) and with a tracker logs scalars as metrics and the scores as an artifact. The
+  report folder is built from what it returns (`smart_r1.viz.report.evaluate_and_report` /
+  `build_report`); this module imports nothing from `smart_r1.viz`.
 - The loop is an `executor`: `LocalExecutor` (default) runs `evaluate_scene` in this process;
   a runtime (e.g. `learner.distributed_eval.RayExecutor`) may run the same work items
   (`WorkItem`: source spec + scene + seed) elsewhere, splitting them into `rollout_scene`
@@ -262,6 +263,28 @@ def _schema():
     return pa.schema(fields)
 
 
+def aggregate_rows(rows: Sequence[Mapping], order: Sequence[str] | None = None, common_only: bool = True) -> dict[str, dict]:
+    """Per source: mean over scenes of every scalar (official aggregation), `n_scenes`.
+
+    With `common_only`, only scenes every source was scored on enter the means (a fair comparison)."""
+    by_source: dict[str, list[Mapping]] = {}
+    for r in rows:
+        by_source.setdefault(r["source"], []).append(r)
+    names = [n for n in (order or list(by_source)) if n in by_source]
+    if not names:
+        return {}
+    common = set.intersection(*(set(r["scenario_id"] for r in by_source[n]) for n in names)) if common_only else None
+    out = {}
+    for n in names:
+        sel = [r for r in by_source[n] if common is None or r["scenario_id"] in common]
+        if not sel:
+            continue
+        agg = {k: float(np.mean([float(r[k]) for r in sel])) for k in SCALAR_FIELDS}
+        agg["n_scenes"] = len(sel)
+        out[n] = agg
+    return out
+
+
 def make_backend(backend: str | MetricBackend, num_rollouts: int, config_year: int = 2025) -> MetricBackend:
     if isinstance(backend, MetricBackend):
         return backend
@@ -305,6 +328,7 @@ class EvaluationResult:
     uncovered: dict[str, list[str]] = field(default_factory=dict)  # source -> scenes it has no rollouts for
     failed: dict[str, dict[str, str]] = field(default_factory=dict)  # source -> scene -> error
     report_dir: Path | None = None
+    backend: str = ""  # the metric backend's name
 
     def by_source(self) -> dict[str, list[SceneScores]]:
         out: dict[str, list[SceneScores]] = {s.name: [] for s in self.sources}
@@ -340,8 +364,7 @@ def evaluate(
     out_dir: str | os.PathLike | None = "eval_out",
     scores_path: str | os.PathLike | None = None,
     config_year: int = 2025,
-    report: bool = True,
-    report_options: dict | None = None,
+    report: bool = False,
     tracker=None,
     progress: bool = True,
     fail_fast: bool = False,
@@ -352,8 +375,9 @@ def evaluate(
     """Score every checkpoint (or `baseline:<name>`) and every rollout file on `scenes`.
 
     Results go to `scores_path` (default `<out_dir>/scores.parquet`) as they arrive; pairs already
-    there are skipped. With `report`, `<out_dir>/report.md|html` and the figures are written
-    (`report_options` go to `smart_r1.viz.report.build_report`). `tracker`
+    there are skipped. No report is built here (data flows one way: the report renders what
+    this returns): `smart_r1.viz.report.evaluate_and_report` runs this and then writes
+    `<out_dir>/report/`. `report` stays only so callers may pass `report=False`. `tracker`
     (`smart_r1.tracking.Tracker`) receives per-scene and aggregate metrics and the artifacts.
     `top_k`: sampler top-k of checkpoint sources (default `simulate_scenes`' 48; a non-default
     value is part of the default row label, so its rows never mix with the default's).
@@ -362,6 +386,8 @@ def evaluate(
     """
     from tqdm import tqdm
 
+    if report:
+        raise TypeError("evaluate() builds no report; call smart_r1.viz.report.evaluate_and_report")
     if scenes is None:
         raise ValueError("evaluate: no scenes given")
     if num_rollouts < 1:
@@ -458,28 +484,9 @@ def evaluate(
     names_set = {s.name for s in sources}
     ids = set(scene_ids)
     rows = [r for r in store.select(backend_name, config_year, num_rollouts, seed, names_set) if r["scenario_id"] in ids]
-    result = EvaluationResult(Path(scores_path), rows, sources, n_scored, n_skipped, uncovered, failed)
+    result = EvaluationResult(Path(scores_path), rows, sources, n_scored, n_skipped, uncovered, failed, backend=backend_name)
     if tracker is not None:
-        from smart_r1.viz.report import aggregate_rows
-
         for name, agg in aggregate_rows(rows, [s.name for s in sources]).items():
             tracker.log_metrics({f"{slug(name)}/{k}": v for k, v in agg.items()}, step=0)
-    if report and out_dir is not None and rows:
-        from smart_r1.viz.report import build_report
-
-        opts = dict(report_options or {})
-        result.report_dir = build_report(
-            result,
-            scenes=scenes,
-            out_dir=out_dir,
-            backend=backend_name,
-            num_rollouts=num_rollouts,
-            seed=seed,
-            progress=progress,
-            **opts,
-        )
-    if tracker is not None:
         tracker.log_artifact(result.scores_path, artifact_path="evaluation")
-        if result.report_dir is not None:
-            tracker.log_artifact(result.report_dir, artifact_path="evaluation/report")
     return result

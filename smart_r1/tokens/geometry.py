@@ -12,15 +12,13 @@ tokenizer use one metric.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Union
+from typing import Union
 
 import numpy as np
 import torch
 
 from smart_r1.data.scene import AgentType
 
-if TYPE_CHECKING:  # pragma: no cover
-    from smart_r1.tokens.motion_vocab import MotionVocab
 
 Array = Union[np.ndarray, torch.Tensor]
 
@@ -156,7 +154,7 @@ def _chunked_argmin_corner_dist(
 
 
 def closest_token(
-    vocab: "MotionVocab",
+    vocab,  # a smart_r1.tokens.motion_vocab.MotionVocab (geometry imports nothing from tokens)
     agent_type: int | Array,
     anchor_pose: Array,
     target: Array,
@@ -220,7 +218,7 @@ def closest_token(
     return _back(index, was_np)
 
 
-def token_poses_global(vocab: "MotionVocab", agent_type: int | Array, anchor_pose: Array, index: Array) -> Array:
+def token_poses_global(vocab, agent_type: int | Array, anchor_pose: Array, index: Array) -> Array:
     """The 5 global poses of token `index [*B]` of each agent's vocabulary placed at
     `anchor_pose [*B, 3]` -> `[*B, 5, 3]`. Negative indices (invalid) give NaN poses."""
     a, was_np = _to_torch(anchor_pose)

@@ -32,6 +32,7 @@ import torch
 
 from smart_r1.data.scene import MapKind, Scene
 from smart_r1.tokens.geometry import points_to_local
+from smart_r1.tokens.kdisks import kdisks_vocab
 from smart_r1.tokens.tokenized_scene import N_ANCHOR, STEPS_PER_TOKEN
 
 DEFAULT_KINDS = ("lane", "road_line", "road_edge", "crosswalk")
@@ -185,8 +186,6 @@ class MapSegmentPool:
         self._keys, self._shapes = keys, allv
 
     def build(self) -> tuple[np.ndarray, dict]:
-        from smart_r1.tokens.motion_vocab import kdisks_vocab
-
         cfg = self.config
         samples = self._shapes
         n_param = 0

@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import html
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -25,6 +26,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from smart_r1.eval.evaluate import SCALAR_FIELDS, EvaluationResult, aggregate_rows, evaluate, find_scenes  # noqa: F401  (aggregate_rows: re-exported)
 from smart_r1.metrics.leaderboard import COLUMNS
 
 # Column of the report table: (field, header, higher_is_better)
@@ -42,30 +44,6 @@ HIST_FEATURES = (
 # ----------------------------------------------------------------------------------------------
 # numbers
 # ----------------------------------------------------------------------------------------------
-
-
-def aggregate_rows(rows: Sequence[Mapping], order: Sequence[str] | None = None, common_only: bool = True) -> dict[str, dict]:
-    """Per source: mean over scenes of every scalar (official aggregation), `n_scenes`.
-
-    With `common_only`, only scenes every source was scored on enter the means (a fair comparison)."""
-    by_source: dict[str, list[Mapping]] = {}
-    for r in rows:
-        by_source.setdefault(r["source"], []).append(r)
-    names = [n for n in (order or list(by_source)) if n in by_source]
-    if not names:
-        return {}
-    common = set.intersection(*(set(r["scenario_id"] for r in by_source[n]) for n in names)) if common_only else None
-    from smart_r1.eval.evaluate import SCALAR_FIELDS
-
-    out = {}
-    for n in names:
-        sel = [r for r in by_source[n] if common is None or r["scenario_id"] in common]
-        if not sel:
-            continue
-        agg = {k: float(np.mean([float(r[k]) for r in sel])) for k in SCALAR_FIELDS}
-        agg["n_scenes"] = len(sel)
-        out[n] = agg
-    return out
 
 
 def best_values(table: Mapping[str, Mapping], digits: int = 4) -> dict[str, float]:
@@ -278,7 +256,6 @@ def build_report(
     """Write the report folder `<out_dir>/report` for an `EvaluationResult`. Returns the folder."""
     from tqdm import tqdm
 
-    from smart_r1.eval.evaluate import find_scenes
     from smart_r1.eval.sources import slug
     from smart_r1.viz.pipeline import render_scene_outputs
     from smart_r1.viz.render import RenderConfig
@@ -426,3 +403,41 @@ def build_report(
     h.append("</body></html>")
     (root / "report.html").write_text("\n".join(h) + "\n")
     return root
+
+
+def evaluate_and_report(
+    *args,
+    report: bool = True,
+    report_options: dict | None = None,
+    evaluate_fn=evaluate,
+    **kwargs,
+) -> EvaluationResult:
+    """`evaluate_fn(*args, **kwargs)` (default `smart_r1.eval.evaluate.evaluate`; e.g.
+    `learner.distributed_eval.evaluate_distributed` for Ray), then, with `report` and rows to
+    show, the report folder `<out_dir>/report` (`build_report(**report_options)`), also logged
+    to the `tracker` when one is given. Data flows one way: evaluation knows nothing of the report."""
+    scenes = kwargs.get("scenes", args[1] if len(args) > 1 else None)
+    if scenes is not None and not isinstance(scenes, (str, os.PathLike, list, tuple)):
+        scenes = list(scenes)  # an iterator: kept so the report can look the scenes up again
+        if "scenes" in kwargs:
+            kwargs["scenes"] = scenes
+        else:
+            args = (args[0], scenes) + tuple(args[2:])
+    result = evaluate_fn(*args, **kwargs)
+    out_dir = kwargs.get("out_dir", "eval_out")
+    if report and out_dir is not None and result.rows:
+        result.report_dir = build_report(
+            result,
+            scenes=scenes,
+            out_dir=out_dir,
+            backend=result.backend,
+            num_rollouts=kwargs.get("num_rollouts", 32),
+            seed=kwargs.get("seed", 0),
+            progress=kwargs.get("progress", True),
+            **dict(report_options or {}),
+        )
+        tracker = kwargs.get("tracker")
+        if tracker is not None:
+            tracker.log_artifact(result.report_dir, artifact_path="evaluation/report")
+    return result
+

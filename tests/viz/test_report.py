@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from smart_r1.eval.evaluate import ScoreStore, evaluate
-from smart_r1.viz.report import markdown_table
+from smart_r1.viz.report import evaluate_and_report, markdown_table
 
 BASELINES = ["baseline:constant_velocity", "baseline:log_replay_noise"]
 # Small and quick: few rollouts, one worst scene per model, tiny frames, a 5-frame GIF.
@@ -51,7 +51,7 @@ def synth_eval(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("synth_eval")
     shards = write_synthetic_dataset(root / "scenes", num_scenes=3, seed=7, num_shards=1, progress=False)
-    result = evaluate(BASELINES, str(shards[0]), backend="fast", num_rollouts=4, out_dir=root / "out", report_options=QUICK, progress=False)
+    result = evaluate_and_report(BASELINES, str(shards[0]), backend="fast", num_rollouts=4, out_dir=root / "out", report_options=QUICK, progress=False)
     return root, shards[0], result
 
 
@@ -143,7 +143,7 @@ def test_cli_evaluate_resumes(synth_eval, capsys):
 
 
 def test_real_scene_with_submission(real_scenario_path, real_submission_path, tmp_path):
-    result = evaluate(
+    result = evaluate_and_report(
         [], str(real_scenario_path), backend="fast", num_rollouts=2, rollouts=[str(real_submission_path)],
         out_dir=tmp_path / "out", report_options=dict(QUICK, gif=False), progress=False,
     )

@@ -15,11 +15,11 @@ def test_checkpoint_and_baseline_report(tmp_path, untrained_checkpoint):
     pytest.importorskip("smart_r1.train.pipeline")
     import torch
 
-    from smart_r1.eval import evaluate
+    from smart_r1.viz.report import evaluate_and_report
 
     ckpt_path, model, scene, _ = untrained_checkpoint
     torch.set_num_threads(1)
-    result = evaluate(
+    result = evaluate_and_report(
         [str(ckpt_path), "baseline:constant_velocity"], [scene], num_rollouts=2, out_dir=tmp_path / "eval",
         report_options=dict(worst_k=1, render=False), progress=False, fail_fast=True,
     )
