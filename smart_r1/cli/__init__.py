@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="smart-r1",
         description="Train and evaluate SMART-R1 style multi-agent traffic simulators (WOMD / WOSAC).",
     )
+    parser.add_argument("--debug", action="store_true", help="on an input error, show the Python traceback (any position)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:
@@ -49,13 +50,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. A user error (`smart_r1.errors.InputError` and its kin: bad file, record,
+    scene, config field; or an OS error such as a missing file or a read-only output folder)
+    prints one line `smart-r1 <command>: error: ...` and returns 2; `--debug` (anywhere on the
+    command line) re-raises it with its traceback. Any other exception is a bug and propagates."""
     _quiet_telemetry()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
-    return int(args.func(args) or 0)
+    from smart_r1.errors import InputError, one_line
+
+    try:
+        return int(args.func(args) or 0)
+    except (InputError, OSError) as err:
+        if debug:
+            raise
+        command = " ".join(a for a in (args.command, getattr(args, "data_command", None)) if a)
+        print(f"smart-r1 {command}: error: {one_line(err)} (--debug shows the traceback)", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

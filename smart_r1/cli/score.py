@@ -4,8 +4,11 @@ stand-in for the leaderboard server.
     smart-r1 score --scenes 'data/val/*.tfrecord*' --submission sub.tar.gz \
         [--backend fast|official] [--config-year 2025|2024] [--json OUT]
 
-Every scene of the submission must be among `--scenes`; every rollout set is validated with
-the official submission checks first (a failure names the scene and the agent ids). Prints
+Every scene of the submission must be among `--scenes`; every scene is validated
+(`smart_r1.data.validate`: NaN/inf poses, zero agents, nothing to simulate, no map) and every
+rollout set with the official submission checks first (a failure names the file, record, scene
+and agent ids; exit 2). `--skip-invalid` leaves out exactly the invalid scenes / rollout sets
+(e.g. agents missing in some of the 32 rollouts), names them, scores the rest and exits 1. Prints
 the leaderboard table (one row per scene + the aggregate) and writes per-scene and aggregate
 results with the official metric field names to `--json`.
 """
@@ -41,52 +44,57 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def _scene_for_fast(proto):
-    try:
-        from smart_r1.data.convert import scenario_to_scene
-    except ImportError as err:
-        raise SystemExit(f"smart-r1 score: the fast backend needs smart_r1.data.convert ({err})") from err
-    return scenario_to_scene(proto)
-
-
 def run(args) -> int:
     from smart_r1.metrics.base import aggregate, get_backend
     from smart_r1.metrics.leaderboard import leaderboard_table
+    from smart_r1.data.validate import REQUIRE_MAP, read_checked_scenes
     from smart_r1.metrics.submission import (
         N_ROLLOUT_OFFICIAL,
         SubmissionValidationError,
-        read_scenarios,
         read_submission,
         validate_rollouts,
     )
 
     t0 = time.perf_counter()
-    submission = read_submission(args.submission)
-    if not submission:
+    # Rollout sets that cannot even be read consistently (agents missing in some rollouts) are
+    # invalid like any other: an error, or with --skip-invalid named and left out.
+    invalid: dict[str, str] = {}
+    submission = read_submission(args.submission, invalid=invalid if args.skip_invalid else None)
+    if not submission and not invalid:
         print(f"smart-r1 score: {args.submission}: the submission holds no scenario rollouts", file=sys.stderr)
         return 2
-    scenarios = read_scenarios(scenes_spec(args.scenes), only_ids=submission)
-    missing = sorted(set(submission) - set(scenarios))
+    # The one scene validation path (smart_r1.data.validate): NaN/inf poses, zero agents,
+    # nothing to simulate, no map -> the scene is invalid, never scored.
+    checked, bad_scenes = read_checked_scenes(
+        scenes_spec(args.scenes), only_ids=set(submission) | set(invalid), require_map=REQUIRE_MAP["score"]
+    )
+    missing = sorted(set(submission) - set(checked) - set(bad_scenes))
     if missing:
         print(
             f"smart-r1 score: {len(missing)} scene(s) of the submission are not among --scenes {args.scenes}: {missing}",
             file=sys.stderr,
         )
         return 2
+    for sid, msg in bad_scenes.items():
+        if sid in submission:
+            del submission[sid]
+            invalid[sid] = f"invalid scene: {msg}"
+    scenarios = {sid: proto for sid, (_, proto) in checked.items()}
 
     n_rollouts = None if args.any_rollout_count else N_ROLLOUT_OFFICIAL
-    invalid: dict[str, str] = {}
     for sid, rollouts in submission.items():
         try:
             validate_rollouts(rollouts, scenario=scenarios[sid], n_rollouts=n_rollouts)
         except SubmissionValidationError as err:
             invalid[sid] = str(err)
     if invalid:
-        print(f"smart-r1 score: {len(invalid)} invalid rollout set(s):", file=sys.stderr)
-        for msg in invalid.values():
-            print(f"  {msg}", file=sys.stderr)
         if not args.skip_invalid:
+            print(f"smart-r1 score: error: {len(invalid)} invalid scene(s) / rollout set(s) (--skip-invalid scores the rest): "
+                  + " | ".join(invalid.values()), file=sys.stderr)
             return 2
+        print(f"smart-r1 score: skipped {len(invalid)} invalid scene(s) / rollout set(s): {sorted(invalid)}", file=sys.stderr)
+        for msg in invalid.values():
+            print(f"  skipped: {msg}", file=sys.stderr)
     ids = [sid for sid in submission if sid not in invalid]
     if not ids:
         print("smart-r1 score: nothing valid to score", file=sys.stderr)
@@ -104,7 +112,7 @@ def run(args) -> int:
             if args.backend == "official":
                 scores.append(backend.score(None, submission[sid], scenario_proto=scenarios[sid]))
             else:
-                scores.append(backend.score(_scene_for_fast(scenarios[sid]), submission[sid]))
+                scores.append(backend.score(checked[sid][0], submission[sid]))
     finally:
         if hasattr(backend, "close"):
             backend.close()

@@ -45,6 +45,7 @@ import numpy as np
 
 from smart_r1.data.atomic import atomic_output
 from smart_r1.data.scene import MapData, Scene, TrafficSignals
+from smart_r1.errors import EmptyInputError, InputError
 
 __all__ = [
     "MANIFEST_NAME",
@@ -68,7 +69,7 @@ _META_PREFIX = b"smart_r1."
 _TMP_MARK = ".smart_r1-tmp-"
 
 
-class PreprocessError(RuntimeError):
+class PreprocessError(InputError, RuntimeError):
     """An input shard could not be converted; names the input file and the cause."""
 
 

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from smart_r1.data.scene import MapData, MapKind, Scene, TrafficSignals
+from smart_r1.errors import InputError
 
 __all__ = ["ScenarioParseError", "parse_scenario", "scenario_to_scene", "scene_to_scenario"]
 
@@ -48,7 +49,7 @@ _POINTS_FIELD = {
 _STATE_FIELDS = ("center_x", "center_y", "center_z", "heading", "velocity_x", "velocity_y", "length", "width", "height")
 
 
-class ScenarioParseError(ValueError):
+class ScenarioParseError(InputError):
     """A record that is not a usable Scenario; names the file, record index, byte offset and the problem."""
 
     def __init__(self, reason: str, path: str = "", index: int | None = None, offset: int | None = None):

@@ -21,6 +21,7 @@ from typing import Iterator
 from smart_r1.data.convert import ScenarioParseError, parse_scenario, scenario_to_scene
 from smart_r1.data.scene import Scene, SceneValidationError
 from smart_r1.data.tfrecord import PathSpec, ReadStats, RecordRef, expand_paths, iter_file_records, iter_records
+from smart_r1.data.validate import check_scene, scene_problems
 
 __all__ = [
     "ScenarioParseError",
@@ -32,26 +33,15 @@ __all__ = [
     "validation_problems",
 ]
 
-_NO_MAP = "no map features"
-
-
 def validation_problems(scene: Scene, allow_missing_map: bool = True) -> list[str]:
-    """`Scene.problems()`, minus the missing-map problem when that is allowed."""
-    problems = scene.problems()
-    if allow_missing_map:
-        problems = [p for p in problems if _NO_MAP not in p]
-    return problems
-
-
-def _where(ref: RecordRef) -> str:
-    return f"{ref.path}: record {ref.index} at byte offset {ref.offset}"
+    """`Scene.problems()`, minus the missing-map problem when that is allowed
+    (`smart_r1.data.validate.scene_problems`, the one validation path)."""
+    return scene_problems(scene, require_map=not allow_missing_map)
 
 
 def _check_scene(scene: Scene, ref: RecordRef, allow_missing_map: bool) -> None:
     """`SceneValidationError` naming the record if `scene` has validation problems."""
-    problems = validation_problems(scene, allow_missing_map)
-    if problems:
-        raise SceneValidationError(f"{_where(ref)}: " + "; ".join(problems))
+    check_scene(scene, ref, require_map=not allow_missing_map)
 
 
 def iter_scenes_with_refs(

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from smart_r1.errors import InputError
+
 N_STEP_WOMD = 91
 CURRENT_TIME_INDEX_WOMD = 10
 N_FUTURE_STEP = 80
@@ -98,7 +100,7 @@ class SignalState(enum.IntEnum):
     FLASHING_CAUTION = 8
 
 
-class SceneValidationError(ValueError):
+class SceneValidationError(InputError):
     """A scene that later stages cannot use; the message names the scene and the field."""
 
 

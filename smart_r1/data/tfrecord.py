@@ -30,6 +30,7 @@ from typing import BinaryIO, Iterable, Iterator, Sequence, Union
 import crc32c as _crc32c
 
 from smart_r1.data.atomic import atomic_output
+from smart_r1.errors import InputError
 
 __all__ = [
     "RecordRef",
@@ -65,7 +66,7 @@ def encode_record(data: bytes) -> bytes:
     return length + struct.pack("<I", masked_crc32c(length)) + data + struct.pack("<I", masked_crc32c(data))
 
 
-class TFRecordCorruptError(ValueError):
+class TFRecordCorruptError(InputError):
     """A record that fails framing: names the file, the record index, the byte offset and what is wrong."""
 
     def __init__(self, path: str, index: int, offset: int, reason: str):

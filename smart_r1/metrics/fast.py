@@ -40,6 +40,7 @@ from smart_r1.data.scene import (
     MapKind,
     Scene,
 )
+from smart_r1.errors import InputError, NonFiniteInputError
 from smart_r1.metrics.base import LIKELIHOOD_FIELDS, METRIC_WEIGHTS, MetricBackend, SceneScores, register_backend
 from smart_r1.metrics.estimators import (
     HistogramConfig,
@@ -64,8 +65,13 @@ HISTOGRAMS_2025 = {
 BERNOULLI_PSEUDOCOUNT = 0.001
 
 
-class FastMetricsError(ValueError):
+class FastMetricsError(InputError):
     """Rollouts / scene the metrics cannot score; the message names the scene and agents."""
+
+
+class NonFiniteMetricInputError(FastMetricsError, NonFiniteInputError):
+    """NaN / inf in the log or the rollouts given to the metrics: never scored (a NaN would
+    silently shift every likelihood); the message names the scene, field and agent ids."""
 
 
 @dataclass
@@ -148,6 +154,13 @@ def _agent_order(scene: Scene, rollouts: Rollouts | None):
     missing_eval = sorted(set(eval_ids.tolist()) - set(sim_ids.tolist()))
     if missing_eval:
         raise FastMetricsError(f"{where}: evaluated agents not valid at step {cur}: ids {missing_eval}")
+    log_pose = scene.agent_states[sim_rows][..., [STATE_X, STATE_X + 1, STATE_Z, STATE_HEADING]]  # [n_sim, n_step, 4]
+    box = scene.agent_states[sim_rows, cur][:, [STATE_LENGTH, STATE_WIDTH, STATE_HEIGHT]]  # [n_sim, 3]
+    bad_log = (scene.agent_valid[sim_rows] & ~np.isfinite(log_pose).all(-1)).any(-1) | ~np.isfinite(box).all(-1)  # [n_sim]
+    if bad_log.any():
+        raise NonFiniteMetricInputError(
+            f"{where}: field tracks.states: NaN/inf pose or box in the log of agent ids {sim_ids[bad_log].tolist()}"
+        )
     row_of = {int(i): int(r) for i, r in zip(sim_ids, sim_rows)}
     eval_set = set(eval_ids.tolist())
     order_ids = list(eval_ids.tolist()) + [int(i) for i in sim_ids if int(i) not in eval_set]
@@ -170,7 +183,7 @@ def _agent_order(scene: Scene, rollouts: Rollouts | None):
         cols = np.asarray([col_of[i] for i in order_ids], np.int64)
         bad = ~np.isfinite(rollouts.trajectories).all(axis=(0, 2, 3))  # [n_agent]
         if bad.any():
-            raise FastMetricsError(f"{where}: rollouts hold NaN/inf for agent ids {rollouts.agent_id[bad].tolist()}")
+            raise NonFiniteMetricInputError(f"{where}: rollouts hold NaN/inf for agent ids {rollouts.agent_id[bad].tolist()}")
     return rows, len(eval_ids), cols
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ctypes.util
 import importlib.util
+import math
 import os
 import pickle
 import subprocess
@@ -33,6 +34,7 @@ import time
 import weakref
 from pathlib import Path
 
+from smart_r1.errors import NonFiniteInputError
 from smart_r1.metrics.base import LIKELIHOOD_FIELDS, METRIC_WEIGHTS, MetricBackend, SceneScores, register_backend
 from smart_r1.metrics.submission import (
     N_ROLLOUT_OFFICIAL,
@@ -293,6 +295,22 @@ def _scenario_from_scene(scene):
     return scene_to_scenario(scene)
 
 
+def _check_finite_log(scenario) -> None:
+    """`NonFiniteInputError` naming the scene and agent ids when a valid logged state of a
+    track has a NaN/inf pose or box: the official metrics would score it without complaint."""
+    fields = ("center_x", "center_y", "center_z", "heading", "length", "width", "height")
+    bad = [
+        int(track.id)
+        for track in scenario.tracks
+        if any(s.valid and not all(math.isfinite(getattr(s, f)) for f in fields) for s in track.states)
+    ]
+    if bad:
+        raise NonFiniteInputError(
+            f"scene {scenario.scenario_id!r}: field tracks.states: NaN/inf pose or box in valid logged states "
+            f"of agent ids {bad}; not scored"
+        )
+
+
 def metrics_proto_to_scores(proto, config_year: int, backend: str = "official") -> SceneScores:
     """`sim_agents_metrics_pb2.SimAgentMetrics` -> `SceneScores`."""
     return SceneScores(
@@ -371,6 +389,7 @@ class OfficialBackend(MetricBackend):
             scenario = scenario_proto
         if scene is not None and str(scene.scenario_id) != str(scenario.scenario_id):
             raise ValueError(f"scene {scene.scenario_id!r} and scenario proto {scenario.scenario_id!r} differ")
+        _check_finite_log(scenario)
         proto = rollouts_to_scenario_rollouts(rollouts)
         # Our checks first (they name every offending agent id), then the official ones.
         validate_rollouts(rollouts, scene=scene, scenario=scenario, scenario_rollouts=proto, n_rollouts=self.n_rollouts)

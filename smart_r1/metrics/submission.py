@@ -23,6 +23,7 @@ import glob
 import io
 import os
 import tarfile
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -32,13 +33,14 @@ import numpy as np
 from smart_r1.data.atomic import atomic_output
 from smart_r1.data.scene import CURRENT_TIME_INDEX_WOMD, N_FUTURE_STEP
 from smart_r1.data.tfrecord import expand_paths, looks_like_tfrecord, write_records
+from smart_r1.errors import InputError
 from smart_r1.sim.rollouts import TRAJ_HEADING, TRAJ_X, TRAJ_Y, TRAJ_Z, Rollouts
 
 N_ROLLOUT_OFFICIAL = 32  # submission_specs: parallel rollouts per scene
 SHARD_BASENAME = "submission.binproto"
 
 
-class SubmissionValidationError(ValueError):
+class SubmissionValidationError(InputError):
     """Rollouts that the official leaderboard would reject. The message names the scene and the
     agent ids; the attributes hold them for programs."""
 
@@ -419,7 +421,7 @@ def _iter_submission_blobs(path: str | os.PathLike) -> Iterator[tuple[str, bytes
         with tarfile.open(p, "r:*") as tar:
             members = sorted((m for m in tar.getmembers() if m.isfile()), key=lambda m: m.name)
             if not members:
-                raise ValueError(f"{p}: archive holds no file")
+                raise InputError(f"{p}: archive holds no file")
             for m in members:
                 yield f"{p}:{m.name}", tar.extractfile(m).read()
         return
@@ -432,7 +434,7 @@ def _parse_submission(name: str, blob: bytes):
     try:
         return _pb().SimAgentsChallengeSubmission.FromString(blob)
     except DecodeError as err:
-        raise ValueError(f"{name}: not a SimAgentsChallengeSubmission proto ({err})") from err
+        raise InputError(f"{name}: not a SimAgentsChallengeSubmission proto ({err})") from err
 
 
 def read_submission_protos(path: str | os.PathLike) -> list:
@@ -440,16 +442,23 @@ def read_submission_protos(path: str | os.PathLike) -> list:
     return [_parse_submission(name, blob) for name, blob in _iter_submission_blobs(path)]
 
 
-def read_submission(path: str | os.PathLike) -> dict[str, Rollouts]:
+def read_submission(path: str | os.PathLike, invalid: dict[str, str] | None = None) -> dict[str, Rollouts]:
     """A submission (single .binproto, shards, directory, or .tar.gz) -> `{scenario_id: Rollouts}`.
-    A scenario id present in two shards is an error."""
+    A scenario id present in two shards is an error. A scene whose rollouts cannot be read
+    consistently (e.g. agents missing in some joint scenes) raises `SubmissionValidationError`,
+    or, when an `invalid` dict is given, is left out and its message stored there (by id)."""
     out: dict[str, Rollouts] = {}
     for name, blob in _iter_submission_blobs(path):
         sub = _parse_submission(name, blob)
         for sr in sub.scenario_rollouts:
-            if sr.scenario_id in out:
-                raise ValueError(f"{name}: scenario {sr.scenario_id!r} appears twice in the submission")
-            out[sr.scenario_id] = scenario_rollouts_to_rollouts(sr, source=name)
+            if sr.scenario_id in out or (invalid is not None and sr.scenario_id in invalid):
+                raise InputError(f"{name}: scenario {sr.scenario_id!r} appears twice in the submission")
+            try:
+                out[sr.scenario_id] = scenario_rollouts_to_rollouts(sr, source=name)
+            except SubmissionValidationError as err:
+                if invalid is None:
+                    raise
+                invalid[sr.scenario_id] = str(err)
     return out
 
 
@@ -472,10 +481,18 @@ def save_rollouts_npz(rollouts: Rollouts, path: str | os.PathLike) -> Path:
 
 
 def load_rollouts_npz(path: str | os.PathLike) -> Rollouts:
-    with np.load(path, allow_pickle=False) as data:
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, zipfile.BadZipFile) as err:
+        if isinstance(err, FileNotFoundError):
+            raise
+        raise InputError(f"{path}: not a rollouts .npz ({type(err).__name__}: {err})") from err
+    if not hasattr(data, "files"):
+        raise InputError(f"{path}: not a rollouts .npz (holds one {type(data).__name__}, not named arrays)")
+    with data:
         for key in ("scenario_id", "agent_id", "trajectories"):
             if key not in data.files:
-                raise ValueError(f"{path}: rollouts npz lacks field {key!r} (has {data.files})")
+                raise InputError(f"{path}: rollouts npz lacks field {key!r} (has {data.files})")
         return Rollouts(
             scenario_id=str(data["scenario_id"]),
             agent_id=data["agent_id"],  # [n_agent]
@@ -494,7 +511,7 @@ def load_rollouts(path: str | os.PathLike) -> dict[str, Rollouts]:
             for f in npz:
                 r = load_rollouts_npz(f)
                 if r.scenario_id in out:
-                    raise ValueError(f"{f}: scenario {r.scenario_id!r} already read from another file")
+                    raise InputError(f"{f}: scenario {r.scenario_id!r} already read from another file")
                 out[r.scenario_id] = r
             return out
         return read_submission(p)
@@ -538,7 +555,7 @@ def read_scenarios(spec, only_ids: Iterable[str] | None = None) -> dict:
         if wanted is not None and sid not in wanted:
             continue
         if sid in out:
-            raise ValueError(f"scenes {spec}: scenario {sid!r} appears twice")
+            raise InputError(f"scenes {spec}: scenario {sid!r} appears twice")
         out[sid] = proto
     return out
 

@@ -27,8 +27,10 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 import yaml
 
+from smart_r1.errors import InputError
 
-class ConfigError(ValueError):
+
+class ConfigError(InputError):
     """A config field is missing, unknown or of the wrong type; the message names it."""
 
 
