@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 
@@ -37,7 +38,9 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, help="cache directory")
     p.add_argument("--num-workers", type=int, default=None, help="Ray tasks in flight (0: no Ray, in-process)")
     p.add_argument("--skip-corrupt", action="store_true", help="skip corrupt / non-Scenario records, count them")
-    p.add_argument("--validate", action="store_true", help="drop (with --skip-corrupt) or fail on invalid scenes")
+    p.add_argument("--validate", action=argparse.BooleanOptionalAction, default=True,
+                   help="check every scene (NaN/inf poses, zero agents, nothing to simulate): fail on an invalid "
+                        "scene, or drop it with --skip-corrupt (default: on; --no-validate caches scenes unchecked)")
     p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a local Ray)")
     p.set_defaults(func=_preprocess)
 
@@ -65,6 +68,9 @@ def _inspect(args) -> int:
                 _print_summary(info)
     except (TFRecordCorruptError, ScenarioParseError, FileNotFoundError) as err:
         print(f"error: {type(err).__name__}: {err}", file=sys.stderr)
+        return 2
+    if stats.records == 0 and stats.skipped == 0:
+        print(f"error: {' '.join(args.paths)}: the input holds no records (empty file?)", file=sys.stderr)
         return 2
     totals = {"scenes": n_scenes, "scenes_with_problems": n_with_problems, **stats.as_dict()}
     if args.json:

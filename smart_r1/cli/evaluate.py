@@ -143,6 +143,7 @@ def run(args) -> int:
         print(result.report_dir / "report.html")
     failed = sum(len(v) for v in result.failed.values())
     if failed:
-        print(f"smart-r1 evaluate: {failed} scene(s) failed (see the report)", file=sys.stderr)
+        listed = " | ".join(f"{src} on {sid}: {msg}" for src, by_scene in result.failed.items() for sid, msg in by_scene.items())
+        print(f"smart-r1 evaluate: {failed} scene x model pair(s) failed, not stored (a rerun retries them): {listed}", file=sys.stderr)
         return 1
     return 0

@@ -9,15 +9,18 @@ import sys
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from smart_r1.data.scenario_io import iter_scenes
+    from smart_r1.data.scenario_io import iter_scenes_with_refs
+    from smart_r1.data.validate import REQUIRE_MAP, check_scene
     from smart_r1.metrics.submission import SubmissionMetadata, export_submission
     from smart_r1.sim.simulate import load_simulator, simulate_scenes
 
-    sim = load_simulator(args.checkpoint, device=args.device)
-    scenes = list(iter_scenes(args.scenes))
+    # Everything that can be wrong with the inputs fails here, before any rollout work:
+    # scenes (read and validated by the one scene validation path), then the checkpoint.
+    scenes = [check_scene(scene, ref, require_map=REQUIRE_MAP["simulate"]) for ref, scene in iter_scenes_with_refs(args.scenes)]
     if not scenes:
-        print(f"simulate: no scenes in {args.scenes!r}", file=sys.stderr)
+        print(f"smart-r1 simulate: error: {args.scenes}: the input holds no records (empty file?)", file=sys.stderr)
         return 2
+    sim = load_simulator(args.checkpoint, device=args.device)
     rollouts = simulate_scenes(sim, scenes, num_rollouts=args.num_rollouts, seed=args.seed, sampler=args.sampler,
                                top_k=args.top_k, temperature=args.temperature, progress=True)
     n_params = sum(p.numel() for p in sim.model.parameters())

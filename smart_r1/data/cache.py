@@ -360,7 +360,7 @@ def preprocess(
     num_workers: int | None = None,
     skip_corrupt: bool = False,
     address: str | None = None,
-    validate: bool = False,
+    validate: bool = True,
     progress: bool = True,
 ) -> dict:
     """Convert every input shard (path/glob/list, see `tfrecord.expand_paths`) to a Parquet shard.
@@ -372,6 +372,10 @@ def preprocess(
     process without Ray. Finished shards are
     skipped on re-run. Returns the manifest (also written to `out_dir/manifest.json`). Raises
     `PreprocessError` naming the input file when a shard fails (finished shards stay).
+    `validate` (default): every scene goes through the one scene validation path
+    (`smart_r1.data.validate`; a scene without map is allowed and counted): an invalid scene
+    fails the shard, or with `skip_corrupt` is dropped and counted. An input without any
+    record raises `EmptyInputError`, one whose every record was skipped `PreprocessError`.
     """
     from tqdm import tqdm
 
@@ -430,7 +434,13 @@ def preprocess(
                     ray.shutdown()
     finally:
         bar.close()
-    return _write_manifest(out, entries, inputs, extra)
+    manifest = _write_manifest(out, entries, inputs, extra)
+    if manifest["n_scenes"] == 0:
+        n_read = sum(int(e.get("records", 0)) + int(e.get("skipped", 0)) for e in entries if e)
+        if n_read == 0:
+            raise EmptyInputError(f"{input_spec}: the input holds no records (empty file?); the cache {out} is empty")
+        raise PreprocessError(f"{input_spec}: no scene left: every one of the {n_read} records was skipped ({manifest.get('n_skipped', 0)} skipped)")
+    return manifest
 
 
 # ----------------------------------------------------------------------------- reading the cache

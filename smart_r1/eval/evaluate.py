@@ -32,6 +32,8 @@ import numpy as np
 
 from smart_r1.data.atomic import atomic_output
 from smart_r1.data.scene import Scene
+from smart_r1.data.validate import REQUIRE_MAP, scene_error, scene_problems
+from smart_r1.errors import NonFiniteInputError
 from smart_r1.eval.sources import RolloutSource, make_source, slug, unique_names
 from smart_r1.metrics.base import GROUPS, LIKELIHOOD_FIELDS, RATE_FIELDS, MetricBackend, SceneScores, get_backend
 
@@ -440,10 +442,16 @@ def evaluate(
         nonlocal n_skipped
         for scene in iter_scene_spec(scenes):
             scene_ids.append(scene.scenario_id)
+            # The one scene validation path: an invalid scene is a failure of every source on it
+            # (reported, never a row, so a rerun retries it), not a score.
+            problems = scene_problems(scene, require_map=REQUIRE_MAP["evaluate"])
             for si, source in enumerate(sources):
                 key = (source.name, scene.scenario_id, backend_name, int(config_year), int(num_rollouts), int(seed))
                 if key in done:
                     n_skipped += 1
+                    continue
+                if problems:
+                    on_error(WorkItem(key, si, source.spec_tuple(), scene, int(num_rollouts), int(seed)), scene_error(scene, problems))
                     continue
                 if not source.covers(scene):
                     uncovered.setdefault(source.name, []).append(scene.scenario_id)
@@ -456,6 +464,10 @@ def evaluate(
             return
         bar_score.update(1)
         row = scene_result.row(backend_name, num_rollouts)
+        not_finite = sorted(k for k in SCALAR_FIELDS if not np.isfinite(row[k]))
+        if not_finite:  # never store a wrong number: the scene stays unscored and a rerun retries it
+            on_error(item, NonFiniteInputError(f"scene {item.key[1]!r}: non-finite scores {not_finite}; not stored"))
+            return
         store.add([row])
         store.maybe_flush()
         done.add(item.key)

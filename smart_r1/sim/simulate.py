@@ -21,6 +21,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from smart_r1.errors import CheckpointError
 from smart_r1.sim.rollouts import Rollouts
 
 
@@ -43,9 +44,12 @@ def _read_checkpoint(path: Path) -> dict:
         pass
     except Exception as err:  # not a Checkpoint file: try a plain dict below
         first_err = err
-    d = torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        d = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # a PNG, a text file, a truncated file: not a checkpoint at all
+        raise CheckpointError(f"checkpoint {path}: not a readable torch checkpoint ({type(err).__name__}: {err})") from err
     if not isinstance(d, dict):
-        raise ValueError(f"checkpoint {path}: not a checkpoint dict ({type(d).__name__}); {first_err or ''}")
+        raise CheckpointError(f"checkpoint {path}: not a checkpoint dict ({type(d).__name__}); {first_err or ''}")
     state = d.get("model_state", d.get("model"))
     return {"model_state": state, "model_config": d.get("model_config"), "vocab_dir": d.get("vocab_dir")}
 
@@ -63,10 +67,10 @@ def load_simulator(checkpoint: str | os.PathLike, device: str | torch.device = "
     d = _read_checkpoint(path)
     for key in ("model_state", "model_config"):
         if d.get(key) is None:
-            raise ValueError(f"checkpoint {path}: field {key} is missing")
+            raise CheckpointError(f"checkpoint {path}: field {key} is missing")
     vdir = vocab_dir or d.get("vocab_dir")
     if not vdir:
-        raise ValueError(f"checkpoint {path}: field vocab_dir is missing (pass vocab_dir=)")
+        raise CheckpointError(f"checkpoint {path}: field vocab_dir is missing (pass vocab_dir=)")
     vpath = Path(vdir)
     if not vpath.exists() and (path.parent / vpath).exists():
         vpath = path.parent / vpath
@@ -74,7 +78,7 @@ def load_simulator(checkpoint: str | os.PathLike, device: str | torch.device = "
     model = SmartModel(ModelConfig.from_dict(dict(d["model_config"])), vocab_sizes_of(vocab))
     missing, unexpected = model.load_state_dict(d["model_state"], strict=False)
     if missing or unexpected:
-        raise ValueError(f"checkpoint {path}: field model_state does not fit the model (missing {missing[:5]}, unexpected {unexpected[:5]})")
+        raise CheckpointError(f"checkpoint {path}: field model_state does not fit the model (missing {missing[:5]}, unexpected {unexpected[:5]})")
     model.to(device).eval()
     return Simulator(model=model, vocab=vocab, tokenizer=Tokenizer(vocab), source=str(path))
 

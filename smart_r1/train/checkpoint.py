@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from smart_r1.errors import CheckpointError
+
 FORMAT_VERSION = 1
 
 
@@ -84,12 +86,12 @@ class Checkpoint:
         try:
             data = torch.load(path, map_location=map_location, weights_only=False)
         except Exception as err:  # truncated / foreign file
-            raise ValueError(f"checkpoint {str(path)!r} cannot be read: {err}") from err
+            raise CheckpointError(f"checkpoint {str(path)!r} cannot be read: {err}") from err
         if not isinstance(data, dict) or "model" not in data:
-            raise ValueError(f"checkpoint {str(path)!r}: not a smart-r1 checkpoint (no 'model' field)")
+            raise CheckpointError(f"checkpoint {str(path)!r}: not a smart-r1 checkpoint (no 'model' field)")
         version = data.get("format_version")
         if version != FORMAT_VERSION:
-            raise ValueError(f"checkpoint {str(path)!r}: format_version {version}, this code reads {FORMAT_VERSION}")
+            raise CheckpointError(f"checkpoint {str(path)!r}: format_version {version}, this code reads {FORMAT_VERSION}")
         known = set(Checkpoint.__dataclass_fields__)
         return Checkpoint(**{k: v for k, v in data.items() if k in known})
 

@@ -9,17 +9,27 @@ from typing import Sequence
 import numpy as np
 
 from smart_r1.data.scene import Scene
+from smart_r1.errors import InputNotFoundError
 from smart_r1.sim.rollouts import Rollouts
 from smart_r1.viz.render import RenderConfig, render_gif, render_grid
 
 
-def pick_scene(spec: str, scenario_id: str | None = None) -> Scene:
-    from smart_r1.data.scenario_io import iter_scenes
+def pick_scene(spec: str, scenario_id: str | None = None, validate: bool = True) -> Scene:
+    """The first scene of `spec` (or the one with `scenario_id`), checked by the one scene
+    validation path (`smart_r1.data.validate`; a scene without map is drawn as it is).
+    Raises `InputNotFoundError` (a `LookupError`) when there is no such scene."""
+    from smart_r1.data.scenario_io import iter_scenes_with_refs
+    from smart_r1.data.validate import REQUIRE_MAP, check_scene
 
-    for scene in iter_scenes(spec):
+    seen = []
+    for ref, scene in iter_scenes_with_refs(spec):
         if scenario_id is None or scene.scenario_id == scenario_id:
-            return scene
-    raise LookupError(f"no scene {scenario_id!r} in {spec}" if scenario_id else f"no scene in {spec}")
+            return check_scene(scene, ref, require_map=REQUIRE_MAP["render"]) if validate else scene
+        if len(seen) < 10:
+            seen.append(scene.scenario_id)
+    if scenario_id:
+        raise InputNotFoundError(f"{spec}: no scene with scenario id {scenario_id!r} (first ids there: {seen})")
+    raise InputNotFoundError(f"{spec}: no scene (the input holds no records)")
 
 
 def load_rollouts_for_scene(
@@ -29,10 +39,13 @@ def load_rollouts_for_scene(
         from smart_r1.metrics.submission import load_rollouts_npz, read_submission
 
         if str(rollouts_path).endswith(".npz"):
-            return load_rollouts_npz(rollouts_path)
+            rollouts = load_rollouts_npz(rollouts_path)
+            if str(rollouts.scenario_id) != str(scene.scenario_id):
+                raise InputNotFoundError(f"{rollouts_path}: rollouts of scene {rollouts.scenario_id!r}, not of {scene.scenario_id!r}")
+            return rollouts
         by_scene = read_submission(rollouts_path)
         if scene.scenario_id not in by_scene:
-            raise LookupError(f"submission {rollouts_path} has no rollouts for scene {scene.scenario_id!r}")
+            raise InputNotFoundError(f"submission {rollouts_path} has no rollouts for scene {scene.scenario_id!r}")
         return by_scene[scene.scenario_id]
     if checkpoint:
         from smart_r1.sim.baselines import get_baseline, is_baseline_spec
