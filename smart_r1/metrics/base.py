@@ -116,6 +116,14 @@ class MetricBackend(abc.ABC):
 
 
 _BACKENDS: dict[str, Callable[..., MetricBackend]] = {}
+# Built-in backends: `smart_r1.metrics.<name>` registers backend <name> when imported (lazily, so
+# TensorFlow loads only for `official`).
+BUILTIN_BACKENDS = ("fast", "official")
+
+
+def backend_names() -> list[str]:
+    """Every backend name `get_backend` accepts (built-in and registered), without importing any."""
+    return sorted(set(BUILTIN_BACKENDS) | set(_BACKENDS))
 
 
 def register_backend(name: str):
@@ -128,11 +136,11 @@ def register_backend(name: str):
 
 
 def get_backend(name: str, **kwargs) -> MetricBackend:
-    if name not in _BACKENDS:
+    if name not in _BACKENDS and name in BUILTIN_BACKENDS:
         # Backends register on import; import lazily so TensorFlow loads only for `official`.
         import importlib
 
         importlib.import_module(f"smart_r1.metrics.{name}")
     if name not in _BACKENDS:
-        raise KeyError(f"unknown metric backend {name!r}; known: {sorted(_BACKENDS)}")
+        raise KeyError(f"unknown metric backend {name!r}; known: {backend_names()}")
     return _BACKENDS[name](**kwargs)

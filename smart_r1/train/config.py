@@ -243,6 +243,9 @@ def _validate(cfg: TrainConfig, where: str) -> TrainConfig:
         raise ConfigError(f"{where}data: give data.synthetic or data.glob")
     if d.batch_size < 1:
         raise ConfigError(f"{where}data.batch_size: must be >= 1, got {d.batch_size}")
+    from smart_r1.train.config_checks import check_config
+
+    check_config(cfg, where)  # registry names, sizes, rates (allowed values listed)
     return cfg
 
 
