@@ -136,8 +136,10 @@ def test_score_cli_rejects_invalid_submission(real_scenario_path, real_submissio
 
 
 def test_score_cli_missing_scene(real_submission_path, tmp_path, capsys):
-    other = tmp_path / "empty.tfrecord"
-    write_scenarios_tfrecord(other, [])
+    from smart_r1.data.synth import generate_scenario
+
+    other = tmp_path / "other.tfrecord"  # holds another scene (an empty file is an error of its own)
+    write_scenarios_tfrecord(other, [generate_scenario(0, 0)])
     code = main(["score", "--scenes", str(other), "--submission", str(real_submission_path)])
     assert code == 2 and SID in capsys.readouterr().err
 
