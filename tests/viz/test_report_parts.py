@@ -96,29 +96,28 @@ def test_scene_seed_is_stable():
 
 
 def test_failing_scene_is_reported_not_fatal(synth_scene, tmp_path):
-    """A scene the metrics cannot score (no road edges) is listed in `failed` (the report names it);
-    `fail_fast` raises instead. Scenes may be given as an iterator of `Scene`s."""
-    from smart_r1.data.scene import MapData
+    """A scene the metrics cannot score (no map, so no road edges: scene validation refuses it)
+    is listed in `failed` (the report names it); `fail_fast` raises instead. Scenes may be given
+    as an iterator of `Scene`s."""
+    from smart_r1.data.scene import MapData, SceneValidationError
     from smart_r1.eval.evaluate import evaluate
-    from smart_r1.metrics.fast import FastMetricsError
 
     bare = synth_scene.replace(map=MapData.empty())
     result = evaluate(["baseline:constant_velocity"], iter([bare]), num_rollouts=2, out_dir=tmp_path, report=False, progress=False)
     assert result.n_scored == 0 and result.rows == []
     (msg,) = result.failed["baseline:constant_velocity"].values()
-    assert "road edge" in msg and bare.scenario_id in result.failed["baseline:constant_velocity"]
-    with pytest.raises(FastMetricsError, match="road edge"):
+    assert "map_features" in msg and bare.scenario_id in result.failed["baseline:constant_velocity"]
+    with pytest.raises(SceneValidationError, match="no map features"):
         evaluate(["baseline:constant_velocity"], [bare], num_rollouts=2, out_dir=tmp_path, report=False, progress=False, fail_fast=True)
 
 
 def test_scores_written_before_a_crash_are_kept(synth_scene, tmp_path):
     """The run dies on its second scene: the first scene's row is on disk, and the re-run skips it."""
-    from smart_r1.data.scene import MapData
+    from smart_r1.data.scene import MapData, SceneValidationError
     from smart_r1.eval.evaluate import ScoreStore, evaluate
-    from smart_r1.metrics.fast import FastMetricsError
 
     bare = synth_scene.replace(map=MapData.empty(), scenario_id="no_road_edges")
-    with pytest.raises(FastMetricsError):
+    with pytest.raises(SceneValidationError):
         evaluate(["baseline:constant_velocity"], [synth_scene, bare], num_rollouts=2, out_dir=tmp_path, report=False,
                  progress=False, fail_fast=True)
     (row,) = ScoreStore(tmp_path / "scores.parquet").rows
