@@ -33,7 +33,7 @@ import numpy as np
 from smart_r1.data.atomic import atomic_output
 from smart_r1.data.scene import Scene
 from smart_r1.data.validate import REQUIRE_MAP, scene_error, scene_problems
-from smart_r1.errors import NonFiniteInputError
+from smart_r1.errors import EmptyInputError, NonFiniteInputError
 from smart_r1.eval.sources import RolloutSource, make_source, slug, unique_names
 from smart_r1.metrics.base import GROUPS, LIKELIHOOD_FIELDS, RATE_FIELDS, MetricBackend, SceneScores, get_backend
 
@@ -493,6 +493,8 @@ def evaluate(
         if metric_backend is not None and hasattr(metric_backend, "close") and not isinstance(backend, MetricBackend):
             metric_backend.close()
 
+    if not scene_ids:
+        raise EmptyInputError(f"evaluate: {scenes if isinstance(scenes, (str, os.PathLike)) else 'scenes'}: no scenes (empty input?)")
     names_set = {s.name for s in sources}
     ids = set(scene_ids)
     rows = [r for r in store.select(backend_name, config_year, num_rollouts, seed, names_set) if r["scenario_id"] in ids]
