@@ -130,7 +130,7 @@ def run(args) -> int:
             fail_fast=args.fail_fast,
         )
     except (FileNotFoundError, KeyError, LookupError, ValueError) as err:
-        print(f"smart-r1 evaluate: {err}", file=sys.stderr)
+        print(f"smart-r1 evaluate: error: {err}", file=sys.stderr)
         return 2
     finally:
         if tracker is not None:

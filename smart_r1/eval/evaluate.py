@@ -494,7 +494,7 @@ def evaluate(
             metric_backend.close()
 
     if not scene_ids:
-        raise EmptyInputError(f"evaluate: {scenes if isinstance(scenes, (str, os.PathLike)) else 'scenes'}: no scenes (empty input?)")
+        raise EmptyInputError(f"{scenes if isinstance(scenes, (str, os.PathLike)) else 'scenes'}: no scenes (empty input?)")
     names_set = {s.name for s in sources}
     ids = set(scene_ids)
     rows = [r for r in store.select(backend_name, config_year, num_rollouts, seed, names_set) if r["scenario_id"] in ids]

@@ -201,6 +201,21 @@ def test_preprocess_empty_file_exit_2(bad, tmp_path, capsys):
     assert_one_line_error(capsys.readouterr(), "empty.tfrecord", "no records")
 
 
+@pytest.mark.parametrize("command", ["score", "simulate", "evaluate", "render"])
+def test_commands_that_must_produce_something_refuse_an_empty_input(bad, tmp_path, capsys, command):
+    d = bad["dir"]
+    empty = str(d / "empty.tfrecord")
+    argv = {
+        "score": ["score", "--backend", "fast", "--scenes", empty, "--submission", str(d / "good_sub.tar.gz")],
+        "simulate": ["simulate", "--scenes", empty, "--checkpoint", str(d / "picture.png"), "--out", str(tmp_path / "s.tar.gz")],
+        "evaluate": ["evaluate", "--checkpoint", "baseline:constant_velocity", "--scenes", empty, "--num-rollouts", "2",
+                     "--out", str(tmp_path / "e"), "--no-report", "--quiet"],
+        "render": ["render", "--scene", empty, "--out", str(tmp_path / "r")],
+    }[command]
+    assert main(argv) == 2
+    assert_one_line_error(capsys.readouterr(), "empty.tfrecord")
+
+
 # ----- records that are not Scenarios -----
 
 
