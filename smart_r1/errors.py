@@ -22,6 +22,10 @@ class NonFiniteInputError(InputError):
     """NaN / inf where a number is needed (e.g. the inputs of a metric backend)."""
 
 
+class ConfigError(InputError):
+    """A config field is missing, unknown, of the wrong type or out of range; the message names it."""
+
+
 class CheckpointError(InputError):
     """A file given as a checkpoint that is not a readable smart-r1 checkpoint."""
 

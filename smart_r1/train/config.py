@@ -27,11 +27,7 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 import yaml
 
-from smart_r1.errors import InputError
-
-
-class ConfigError(InputError):
-    """A config field is missing, unknown or of the wrong type; the message names it."""
+from smart_r1.errors import ConfigError  # noqa: F401  (defined with the other input errors; imported from here too)
 
 
 @dataclass

@@ -12,23 +12,19 @@ from __future__ import annotations
 import math
 from typing import Any
 
-
-def _config_error():
-    from smart_r1.train.config import ConfigError
-
-    return ConfigError
+from smart_r1.errors import ConfigError
 
 
 def _name_in(value: Any, allowed: list[str], field: str, what: str) -> None:
     if value not in allowed:
-        raise _config_error()(f"{field}: unknown {what} {value!r}; allowed: {sorted(allowed)}")
+        raise ConfigError(f"{field}: unknown {what} {value!r}; allowed: {sorted(allowed)}")
 
 
 def _positive(value: Any, field: str, allow_zero: bool = False) -> None:
     ok = value is not None and isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     ok = ok and (value >= 0 if allow_zero else value > 0)
     if not ok:
-        raise _config_error()(f"{field}: must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+        raise ConfigError(f"{field}: must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
 
 
 def check_vocab(vocab: dict, where: str) -> None:
@@ -36,7 +32,6 @@ def check_vocab(vocab: dict, where: str) -> None:
     from smart_r1.tokens.map_tokens import MapConfig
     from smart_r1.tokens.motion_vocab import VocabConfig
 
-    ConfigError = _config_error()
     try:
         vc = VocabConfig.from_dict(dict(vocab))
         mc = MapConfig.from_dict(dict(vc.map))
@@ -58,7 +53,6 @@ def check_config(cfg, where: str = "") -> None:
     from smart_r1.objectives.base import list_reward_modes
     from smart_r1.sim.samplers import get_sampler, sampler_names
 
-    ConfigError = _config_error()
     # model
     _name_in(cfg.model.preset, preset_names(), f"{where}model.preset", "model preset")
     try:
