@@ -13,6 +13,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "smart_r1"
 
@@ -128,11 +130,16 @@ def test_graph_sees_lazy_and_type_checking_imports(tmp_path):
     assert find_cycles(graph) == [["smart_r1.sub.x", "smart_r1.y"]]
 
 
-def test_no_import_cycles_in_the_library():
-    cycles = find_cycles(import_graph())
+@pytest.fixture(scope="module")
+def library_graph() -> dict[str, set[str]]:
+    return import_graph()
+
+
+def test_no_import_cycles_in_the_library(library_graph):
+    cycles = find_cycles(library_graph)
     assert not cycles, "import cycles in smart_r1/: " + "; ".join(" <-> ".join(c) for c in cycles)
 
 
-def test_geometry_depends_on_nothing_in_tokens():
-    deps = import_graph()["smart_r1.tokens.geometry"]
+def test_geometry_depends_on_nothing_in_tokens(library_graph):
+    deps = library_graph["smart_r1.tokens.geometry"]
     assert not {d for d in deps if d.startswith("smart_r1.tokens")}, deps
