@@ -167,6 +167,14 @@ def test_simulate_nan_scene_fails_before_any_work(bad, tmp_path, capsys):
     assert not (tmp_path / "sub.tar.gz").exists()
 
 
+def test_train_on_a_nan_scene_fails_before_vocab_and_model(bad, tmp_path, capsys):
+    rc = main(["train", "--config", str(REPO / "configs" / "tiny_test.yaml"), "--set", f"data.glob={bad['dir'] / 'nan.tfrecord'}",
+               "--set", "data.synthetic=null", "--set", "tracking.enabled=false", "--out", str(tmp_path / "run")])
+    assert rc == 2
+    assert_one_line_error(capsys.readouterr(), "nan.tfrecord", "record 0", bad["ids"][0], "tracks.states", str(bad["nan_track_id"]))
+    assert not (tmp_path / "run" / "vocab").exists() and not (tmp_path / "run" / "checkpoints").exists()
+
+
 # ----- zero tracks -----
 
 
