@@ -36,6 +36,20 @@ N_LOG = 91
 PATH_DS = 0.5  # path sampling step (m)
 INF = 1e9
 VEH, PED, CYC = int(AgentType.VEHICLE), int(AgentType.PEDESTRIAN), int(AgentType.CYCLIST)
+# Driving styles (SynthConfig.driver_styles): probabilities of cautious / normal / aggressive and
+# the factors each applies to an agent's parameters (desired speed, time headway, minimum gap,
+# acceleration, comfortable deceleration, noise, accepted gap, stop-sign wait).
+STYLE_P = (0.25, 0.5, 0.25)
+STYLE_FACTORS = {
+    "v0f": (0.93, 1.0, 1.07),
+    "T": (1.3, 1.0, 0.7),
+    "s0": (1.2, 1.0, 0.8),
+    "a": (0.8, 1.0, 1.25),
+    "b": (0.85, 1.0, 1.2),
+    "sigma": (0.8, 1.0, 1.4),
+    "gap_t": (1.3, 1.0, 0.65),
+    "stop_wait": (1.5, 1.0, 0.5),
+}
 
 
 @dataclass
@@ -160,6 +174,7 @@ class TrafficSim:
         self.v0f, self.T, self.s0, self.a, self.b = f(1.0), f(1.5), f(2.0), f(1.5), f(2.0)
         self.sigma, self.noise = f(), f()
         self.gap_t, self.stop_wait = f(4.0), f(1.0)
+        self.style = np.ones(cap, np.int8)  # [cap] 0 cautious, 1 normal, 2 aggressive
         self.s, self.v = f(), f()
         self.alive = np.zeros(cap, bool)
         self.ever_logged = np.zeros(cap, bool)
@@ -240,6 +255,9 @@ class TrafficSim:
             self.gate_s1[i] = m["gate_s0"] + m["gate_len"] + self.L[i] / 2 + 1.0
         self.gap_t[i] = rng.uniform(3.0, 5.0)
         self.stop_wait[i] = rng.uniform(0.3, 1.5)
+        self.style[i] = 1
+        if self.cfg.driver_styles and kind != PED:
+            self._apply_style(i, int(rng.choice(3, p=STYLE_P)))
         self.s[i], self.v[i] = s, v
         self.granted[i] = self.passed[i] = self.ever_logged[i] = False
         self.stopped_t[i] = self.noise[i] = 0.0
@@ -247,6 +265,13 @@ class TrafficSim:
         self._ver += 1
         self.counts[kind] += 1
         return i
+
+    def _apply_style(self, i: int, style: int) -> None:
+        """Scale agent i's IDM / gap-acceptance parameters by its driving style (0 cautious, 1 normal, 2 aggressive)."""
+        self.style[i] = style
+        for name, factors in STYLE_FACTORS.items():
+            arr = getattr(self, name)
+            arr[i] *= factors[style]
 
     def _count(self, kind: int) -> int:
         return self.counts[kind]
@@ -628,14 +653,20 @@ class TrafficSim:
             cws = self.conn_cws[c]
             if cws.size and ((self.cw_busy[cws] > 0).any() or cw_wait[cws].any()):
                 continue
-            hp = self.rm.conflicts[c][w_conn] & (w_prio > self.conn_prio[c]) & w_go & (w_eta < self.gap_t[i])
+            gap_t = self.gap_t[i]
+            if self.cfg.gap_jitter > 0:  # gap acceptance redrawn at every decision (hidden randomness)
+                gap_t *= 1.0 + self.cfg.gap_jitter * (2.0 * self.rng.random() - 1.0)
+            hp = self.rm.conflicts[c][w_conn] & (w_prio > self.conn_prio[c]) & w_go & (w_eta < gap_t)
             if hp.any():
                 continue
             self.granted[i] = True
             self.holders[c] += 1
 
     # ------------------------------------------------------------------ run
-    def run(self, warmup_s: float) -> TrafficLog:
+    def run(self, warmup_s: float, fork_step: int = 10, on_fork=None) -> TrafficLog:
+        """Warm up for `warmup_s`, then log 91 steps. `on_fork(sim, k)` (optional) is called
+        after the spawns and before the motion of the decision step `k` that produces log step
+        `fork_step`: the oracle snapshots the simulation there."""
         rm = self.rm
         n_warm = int(round(warmup_s / DT_SIM)) * SUB  # warm-up in 10 Hz steps (multiple of SUB)
         n_dec = (n_warm + N_LOG + SUB - 1) // SUB  # decision steps
@@ -651,11 +682,41 @@ class TrafficSim:
         self.has_gates = self.n_conn > 0 or any(np.isfinite(m.get("gate_s0", math.inf)) for m in self.bank.meta)
         self._kk = np.arange(self.K)[None, None, :]  # [1, 1, K]
         self.place_initial(fill=min(1.0, max(0.8, (self.min_agents + 2) / self.n_target)))
+        self._sig, self._to_red, self._n_warm, self._n_dec = sig, to_red, n_warm, n_dec
+        k_fork = None
+        if on_fork is not None:  # the decision step whose sub-steps hold fork_step
+            k_fork = next(k for k in range(n_dec) if k * SUB - n_warm <= fork_step < (k + 1) * SUB - n_warm)
         for k in range(n_dec):
             self.spawn()
+            if k == k_fork:
+                on_fork(self, k)
+            self.advance(k, k + 1, spawn_first=False)
+        return self.collect()
+
+    def advance(self, k_from: int, k_to: int, spawn_first: bool = True) -> None:
+        """Run decision steps [k_from, k_to) (spawning new agents first unless `spawn_first=False`
+        for the first one, already spawned: the state a fork snapshot holds)."""
+        sig, to_red, n_warm = self._sig, self._to_red, self._n_warm
+        for k in range(k_from, k_to):
+            if spawn_first or k > k_from:
+                self.spawn()
             li = k * SUB - n_warm
             self.step(li if li > -SUB else None, sig[:, k] if sig is not None else None, to_red[:, k] if sig is not None else None)
+
+    def log_poses(self, slots: np.ndarray, steps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Logged poses of agent `slots` at log `steps`: xy [n, t, 2], heading [n, t], valid [n, t]
+        (positions of invalid steps are the path start; callers fill them)."""
+        s = self.log_s[slots][:, steps]  # [n, t]
+        rows = np.repeat(slots, len(steps))
+        pos, hd = self._pose(rows, s.reshape(-1))
+        return pos.reshape(len(slots), len(steps), 2), geo.wrap(hd).reshape(len(slots), len(steps)), self.log_valid[slots][:, steps]
+
+    def collect(self) -> TrafficLog:
+        """The logged tracks (agents valid at some logged step, in slot order)."""
+        rm, n_warm = self.rm, self._n_warm
+        sig = self._sig
         keep = np.flatnonzero(self.log_valid[: self.n_used].any(1))  # [n_track]
+        self.kept_slots = keep
         valid = self.log_valid[keep]  # [n_track, 91]
         a_idx, t_idx = np.nonzero(valid)
         rows = keep[a_idx]
