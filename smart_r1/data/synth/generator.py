@@ -195,8 +195,8 @@ def _select_agents(log: TrafficLog, rng: np.random.Generator, config: SynthConfi
 def _select_near_sdc(
     log: TrafficLog, rng: np.random.Generator, config: SynthConfig, sdc: int, enough: np.ndarray, speed: np.ndarray
 ) -> tuple[list[int], list[int]]:
-    """WOMD-like tracks to predict: agents valid at the current step with >= 60 future steps
-    that move (vehicles / cyclists > 2 m/s, walkers > 0.8 m/s at some step), nearest the SDC
+    """WOMD-like tracks to predict: agents valid at every step from the current one on
+    (relaxed to >= 60 future steps, then to any, when too few) that move (vehicles / cyclists > 2 m/s, walkers > 0.8 m/s at some step), nearest the SDC
     first, interacting ones (another agent within 8 m at some future step) ahead of the rest;
     objects of interest: the closest interacting pair among SDC + tracks to predict (70 %)."""
     cur = CURRENT_TIME_INDEX_WOMD
@@ -205,7 +205,8 @@ def _select_near_sdc(
     moving = vmax > np.where(typ == int(AgentType.PEDESTRIAN), 0.8, 2.0)
     xy = np.stack([log.x, log.y], -1)  # [n, 91, 2]
     d_sdc = np.linalg.norm(xy[:, cur] - xy[sdc, cur], axis=-1)  # [n]
-    pool = np.flatnonzero(enough & moving)
+    full = valid[:, cur:].all(1)  # WOMD's tracks to predict are nearly always valid over the whole future
+    pool = np.flatnonzero(enough & moving & full)
     pool = pool[pool != sdc]
     # interaction: min distance to any other valid agent over the future (subsampled steps)
     steps = np.arange(cur, valid.shape[1], 5)
@@ -218,7 +219,7 @@ def _select_near_sdc(
     pool = pool[order]
     k = int(rng.integers(config.min_tracks_to_predict, config.max_tracks_to_predict + 1))
     if pool.size < k:  # relax motion, then the future length
-        for extra in (np.flatnonzero(enough), np.flatnonzero(valid[:, cur])):
+        for extra in (np.flatnonzero(enough & moving), np.flatnonzero(enough), np.flatnonzero(valid[:, cur])):
             extra = extra[(extra != sdc) & ~np.isin(extra, pool)]
             extra = extra[np.argsort(d_sdc[extra], kind="stable")]
             pool = np.concatenate([pool, extra[: k - pool.size]])

@@ -6,7 +6,9 @@ that produces the current step (10), snapshots the traffic simulation there, and
 `num_rollouts` times with fresh random draws for everything hidden: acceleration noise, gap
 acceptance at junctions (`SynthConfig.gap_jitter`), new agents entering view and walkers'
 choices, and the tracking noise on the boxes (continued from the logged jitter at step 10).
-Agents keep their identity, route and driving style (the generator's latent state at step 10).
+Agents keep their identity, route and driving style (the generator's latent state at step 10);
+an agent that leaves the map continues straight at its last speed (every simulated agent needs
+a pose at every step).
 The past is the scene's own; the scene file is only read.
 
 This is the realism a policy can reach on the benchmark: the futures are draws from the true
@@ -95,9 +97,14 @@ def oracle_rollouts(scene: Scene, num_rollouts: int, seed: int = 0, n_future: in
             xy, hd, ok = sim.log_poses(slots[moving], steps)  # [m, 81, 2], [m, 81], [m, 81]
             xy = xy + shift
             ok[:, 0] = True  # the fork step itself is logged (valid at the current step)
-            last = np.maximum.accumulate(np.where(ok, np.arange(steps.size)[None], 0), axis=1)  # [m, 81] hold after leaving view
+            # after leaving view (past the map's end): straight on at the last speed and heading
+            t_idx = np.arange(steps.size)[None]
+            last = np.maximum.accumulate(np.where(ok, t_idx, 0), axis=1)  # [m, 81] last step in view
+            v_last = np.take_along_axis(sim.log_v[slots[moving]][:, steps], last, axis=1)  # [m, 81]
             xy = np.take_along_axis(xy, last[..., None], axis=1)
             hd = np.take_along_axis(hd, last, axis=1)
+            run = (t_idx - last) * 0.1 * v_last  # [m, 81] metres beyond the last pose in view
+            xy = xy + run[..., None] * np.stack([np.cos(hd), np.sin(hd)], -1)
             if noise_std > 0:  # continue the logged AR(1) jitter from its value at the current step
                 n0 = np.concatenate([now[moving, :2] - xy[:, 0], ((now[moving, STATE_HEADING] - hd[:, 0] + np.pi) % (2 * np.pi) - np.pi)[:, None]], 1)  # [m, 3]
                 std = np.array([noise_std, noise_std, noise_std / 3.0])  # x, y, heading
