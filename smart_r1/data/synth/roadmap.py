@@ -294,14 +294,20 @@ def build_junction(
     stop_arms: set[int],
     crosswalk_arms: set[int],
     priority_arms: set[int] | None = None,
-) -> None:
+    center: np.ndarray | None = None,
+    arm_far: dict[int, float] | None = None,
+) -> tuple[list[list[Lane]], list[list[Lane]]]:
     """A junction of arms at `angles` (radians, outward directions, CCW order).
 
     Arm k has `n_in[k]` lanes towards the centre (on its left side seen from the centre) and
     `n_out[k]` lanes away. Connectors join every inbound lane to the allowed outbound lanes
     (rightmost lane turns right, leftmost turns left, all go straight). `signal_groups[k]`
-    gives the signal group of arm k's approaches; `stop_arms` have stop signs.
+    gives the signal group of arm k's approaches; `stop_arms` have stop signs. `center` ([2])
+    places the junction (default: the origin); `arm_far` fixes the far end (distance from the
+    centre) of some arms, so that arms of neighbouring junctions meet (grid layouts). Returns
+    the inbound and outbound lanes per arm.
     """
+    c0 = np.zeros(2) if center is None else np.asarray(center, np.float64)
     na = len(angles)
     u = [geo.unit(a) for a in angles]
     nrm = [geo.rot90(x) for x in u]
@@ -324,10 +330,14 @@ def build_junction(
     cw_w = float(rng.uniform(3.0, 4.5))
     r_stop = [r_m[k] + (cw_w + 1.5 if k in crosswalk_arms else 1.0) for k in range(na)]
     r_far = [r_stop[k] + arm_length * float(rng.uniform(0.85, 1.15)) for k in range(na)]
+    for k, far in (arm_far or {}).items():
+        if far < r_stop[k] + 10.0:
+            raise ValueError(f"build_junction: arm {k} ends at {far:.1f} m, within 10 m of its stop line ({r_stop[k]:.1f} m)")
+        r_far[k] = far
     sw = float(rng.uniform(2.2, 3.0))  # sidewalk line beyond the road edge
 
     def pt(k: int, r: float, lat: float) -> np.ndarray:
-        return u[k] * r + nrm[k] * lat
+        return c0 + u[k] * r + nrm[k] * lat
 
     lanes_in: list[list[Lane]] = []
     lanes_out: list[list[Lane]] = []
@@ -413,6 +423,7 @@ def build_junction(
         a_far, a_m = pt(k, r_far[k], h_in[k]), pt(k, r_m[k], h_in[k])
         b_m, b_far = pt(j, r_m[j], -h_out[j]), pt(j, r_far[j], -h_out[j])
         c = corners[k]
-        bend = geo.quad_bezier(a_m, c, b_m, 24) if c is not None else geo.line(a_m, b_m, 1.0)
+        bend = geo.quad_bezier(a_m, c0 + c, b_m, 24) if c is not None else geo.line(a_m, b_m, 1.0)
         edge = np.concatenate([geo.line(a_far, a_m, 2.0)[:-1], geo.resample(bend, 1.0)[:-1], geo.line(b_m, b_far, 2.0)])  # [n, 2]
         rm.road_edges.append((int(RoadEdgeType.BOUNDARY), edge))
+    return lanes_in, lanes_out

@@ -139,6 +139,8 @@ class TrafficSim:
                     gate_len=lane_len[route[k]] if k >= 0 else 0.0,
                     bike=all(rm.lane_by_id[lid].rightmost for lid in route),
                     limits=[rm.lane_by_id[lid].speed_limit for lid in route],
+                    # later gates of routes through several junctions (grid layouts): (conn, s0, len)
+                    more_gates=[(rm.lane_by_id[route[g]].connector, starts[g], lane_len[route[g]]) for g in gate[1:]],
                 )
         self.walk_paths: list[int] = []
         pseudo = n_lane
@@ -166,6 +168,7 @@ class TrafficSim:
         self.C = np.full((cap, self.K), INF)  # [cap, K] start arc length of each route lane
         self.lim = np.full((cap, self.K), 30.0)  # [cap, K] speed limit per route lane
         self.gate_s0, self.gate_s1 = f(math.inf), f(math.inf)
+        self.next_gates: list[list] = [[] for _ in range(cap)]  # per slot: gates after the current one
         self.conn = np.full(cap, -1, np.int64)
         self.cw = np.full(cap, -1, np.int64)
         self.granted = np.zeros(cap, bool)
@@ -242,6 +245,7 @@ class TrafficSim:
         self.C[i, :k] = m["starts"]
         self.conn[i] = self.cw[i] = -1
         if kind == PED:
+            self.next_gates[i] = []
             self.lim[i] = rng.uniform(1.0, 1.6)
             self.cw[i] = m.get("cw", -1)
             self.gate_s0[i], self.gate_s1[i] = m["gate_s0"], m["gate_s1"]
@@ -253,6 +257,7 @@ class TrafficSim:
             self.conn[i] = m["conn"]
             self.gate_s0[i] = m["gate_s0"]
             self.gate_s1[i] = m["gate_s0"] + m["gate_len"] + self.L[i] / 2 + 1.0
+            self.next_gates[i] = list(m.get("more_gates", ()))
         self.gap_t[i] = rng.uniform(3.0, 5.0)
         self.stop_wait[i] = rng.uniform(0.3, 1.5)
         self.style[i] = 1
@@ -512,7 +517,7 @@ class TrafficSim:
         # ----- gates (reservations) -----
         if self.has_gates:
             self._gates(idx, s, v, L, typ, same_lane_ahead, signal_now, to_red)
-            gs0 = P["gate_s0"]
+            gs0 = self.gate_s0[idx]  # (not the cached copy: a passed gate may have just handed over to the next)
             gated = (~self.granted[idx]) & (gs0 < INF) & (~self.passed[idx])
             g_stop = np.where(gated, gs0 - s - P["front"], INF)  # [n] gap to the stop line
         else:
@@ -552,7 +557,7 @@ class TrafficSim:
         self.s[idx] = s + v * ts + 0.5 * acc * ts * ts
         self.v[idx] = np.maximum(0.0, v + acc * ts)
         if gated.any():
-            conn = P["conn"]
+            conn = self.conn[idx]
             near = gated & (conn >= 0) & self.conn_stop[np.maximum(conn, 0)] & (self.v[idx] < 0.3) & (g_stop < 4.0)
             self.stopped_t[idx[near]] += DT_SIM
 
@@ -583,6 +588,12 @@ class TrafficSim:
                 self.holders[self.conn[i]] -= 1
         self.passed[i] = True
         self.granted[i] = False
+        if self.next_gates[i]:  # a route through several junctions: the next gate applies
+            conn, s0, length = self.next_gates[i].pop(0)
+            self.conn[i], self.gate_s0[i], self.gate_s1[i] = conn, s0, s0 + length + self.L[i] / 2 + 1.0
+            self.passed[i] = False
+            self.stopped_t[i] = 0.0
+            self._ver += 1  # the cached per-agent gate constants change
 
     def _gates(self, idx, s, v, L, typ, same_lane_ahead, signal_now, to_red) -> None:
         gate_s0, gate_s1 = self.gate_s0[idx], self.gate_s1[idx]
