@@ -85,6 +85,7 @@ PROFILES: dict[str, dict] = {
         max_agents=136,
         layout_weights={
             "straight": 0.7, "curved": 0.6, "intersection": 1.3, "t_junction": 1.0,
+            "grid": 1.3, "roundabout": 0.7, "on_ramp": 0.8,
         },
         pedestrian_fraction=0.18,
         cyclist_fraction=0.06,
