@@ -57,10 +57,16 @@ def _snapshot(sim):
     return copy.deepcopy(sim, memo={id(sim.rm): sim.rm, id(sim.bank): sim.bank, id(sim.cfg): sim.cfg})
 
 
-def oracle_rollouts(scene: Scene, num_rollouts: int, seed: int = 0, n_future: int = N_FUTURE_STEP) -> np.ndarray:
+def oracle_rollouts(
+    scene: Scene, num_rollouts: int, seed: int = 0, n_future: int = N_FUTURE_STEP, include_past: bool = False
+) -> np.ndarray:
     """`num_rollouts` futures of the scene's simulated agents (`scene.sim_agent_mask()` rows, in
     row order): x, y, z, heading for the `n_future` steps after the current one.
-    -> [num_rollouts, n_sim, n_future, 4] float64"""
+    -> [num_rollouts, n_sim, n_future, 4] float64
+
+    `include_past=True` prepends steps 0..current as the restarted generator logged them (the
+    same for every rollout; it equals the scene's own past where that is valid):
+    -> [num_rollouts, n_sim, current + 1 + n_future, 4]"""
     gen_seed, index, config = parse_state(scene)
     cur = scene.current_time_index
     snap: dict = {}
@@ -119,4 +125,11 @@ def oracle_rollouts(scene: Scene, num_rollouts: int, seed: int = 0, n_future: in
             traj[moving, :, 2] = rm.ground_z(xy - shift) + half_h[moving, None]
             traj[moving, :, 3] = (hd + np.pi) % (2 * np.pi) - np.pi
         out[r] = traj[:, 1:]
-    return out
+    if not include_past:
+        return out
+    log = trace["log"]
+    past_xy = np.stack([log.x[rows, : cur + 1], log.y[rows, : cur + 1]], -1)  # [n_sim, 11, 2] generator frame
+    past = np.concatenate([
+        past_xy + shift, (rm.ground_z(past_xy) + log.size[rows, None, 2] / 2)[..., None], log.heading[rows, : cur + 1, None],
+    ], -1)  # [n_sim, 11, 4]
+    return np.concatenate([np.broadcast_to(past[None], (num_rollouts,) + past.shape), out], axis=2)
