@@ -36,6 +36,7 @@ class SynthConfig:
     gap_jitter: float = 0.0  # relative jitter of the accepted gap, redrawn at every junction decision
     tracking_noise_m: float = 0.0  # std of the smooth position noise on logged boxes (m); heading noise follows
     validity_gap_fraction: float = 0.0  # share of non-SDC tracks with a short run of invalid steps (occlusion)
+    jaywalk_fraction: float = 0.0  # share of walkers (where the road allows) that cross outside a crosswalk, after a gap
     parked_fraction: tuple[float, float] = (0.1, 0.35)  # share of tracks parked when the road has parking strips
 
     def __post_init__(self) -> None:
@@ -98,6 +99,7 @@ PROFILES: dict[str, dict] = {
         gap_jitter=0.25,
         tracking_noise_m=0.04,
         validity_gap_fraction=0.08,
+        jaywalk_fraction=0.15,
         parked_fraction=(0.15, 0.4),
     ),
 }

@@ -57,6 +57,9 @@ def simulate(
         rm.ground = (float(rng.uniform(-g, g)), float(rng.uniform(-g, g)), float(rng.uniform(-5, 5)))
     else:
         rm.ground = (0.0, 0.0, float(rng.uniform(-5, 5)))
+    if config.jaywalk_fraction > 0 and rm.jaywalk_paths:  # keep the places where walkers cross free of parked cars
+        lines = np.concatenate([jp.pts for jp in rm.jaywalk_paths])  # [m, 2]
+        rm.parking_spots = [sp for sp in rm.parking_spots if np.linalg.norm(lines - sp[0], axis=1).min() > sp[2] / 2 + 2.0]
     n_parked = 0
     if rm.parking_spots:
         n_parked = min(len(rm.parking_spots), int(round(n_target * rng.uniform(*config.parked_fraction))), max(0, n_target - 4))

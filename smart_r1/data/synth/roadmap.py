@@ -105,6 +105,7 @@ class RoadMap:
     stop_signs: list[tuple[np.ndarray, list[int]]] = field(default_factory=list)  # (position [2], lane ids)
     sidewalks: list[np.ndarray] = field(default_factory=list)  # [n, 2] walking lines (either direction)
     crossing_paths: list[PedPath] = field(default_factory=list)  # sidewalk -> crosswalk -> sidewalk
+    jaywalk_paths: list[PedPath] = field(default_factory=list)  # sidewalk -> across the road (no crosswalk) -> sidewalk
     parking_spots: list[tuple[np.ndarray, float, float]] = field(default_factory=list)  # (centre [2], heading, max length)
     signal: SignalProgram | None = None
     conflicts: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), bool))  # [n_conn, n_conn]
@@ -231,6 +232,24 @@ def build_corridor(
             edge_a = abs(a_off) - (e_bwd if side > 0 else e_fwd)
             width = e_fwd + e_bwd
             rm.crossing_paths.append(crossing_path(path, edge_a - 0.6, edge_a + width + 0.8, cw))
+
+    # places to cross outside a crosswalk (used only with SynthConfig.jaywalk_fraction > 0; fixed
+    # positions, no random draws, so scenes without jaywalkers are unchanged)
+    nrm_at = lambda d: geo.rot90(np.array([np.interp(d + 0.5, s, center[:, 0]) - np.interp(d - 0.5, s, center[:, 0]),  # noqa: E731
+                                           np.interp(d + 0.5, s, center[:, 1]) - np.interp(d - 0.5, s, center[:, 1])]))
+    for frac in (0.3, 0.62):
+        at = frac * s[-1]
+        if crosswalk_at is not None and abs(at - crosswalk_at) < 20.0:
+            continue
+        mid = np.array([np.interp(at, s, center[:, 0]), np.interp(at, s, center[:, 1])])  # [2]
+        nj = nrm_at(at)
+        nj /= np.linalg.norm(nj)
+        for side in (1.0, -1.0):
+            a_off = (e_bwd + sw) if side > 0 else -(e_fwd + sw)
+            b_off = -(e_fwd + sw) if side > 0 else (e_bwd + sw)
+            edge_a = abs(a_off) - (e_bwd if side > 0 else e_fwd)
+            path = geo.line(mid + nj * a_off, mid + nj * b_off, 0.5)
+            rm.jaywalk_paths.append(PedPath(path, edge_a - 0.6, edge_a + e_fwd + e_bwd + 0.8, -1))
 
     def lane_pieces(offset: float, forward: bool) -> list[np.ndarray]:
         pts = geo.offset_polyline(center, offset)

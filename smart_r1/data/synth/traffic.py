@@ -152,6 +152,12 @@ class TrafficSim:
         for cp in rm.crossing_paths:
             self.cross_paths.append(self.bank.add(cp.pts, [pseudo], [0.0], conn=-1, cw=cp.crosswalk, gate_s0=cp.gate_s0, gate_s1=cp.gate_s1))
             pseudo += 1
+        self.jay_paths: list[int] = []  # crossings outside crosswalks (SynthConfig.jaywalk_fraction)
+        if config.jaywalk_fraction > 0:
+            for jp in rm.jaywalk_paths:
+                self.jay_paths.append(self.bank.add(jp.pts, [pseudo], [0.0], conn=-1, cw=-1, gate_s0=jp.gate_s0, gate_s1=jp.gate_s1,
+                                                    jay=True, road_w=jp.gate_s1 - jp.gate_s0))
+                pseudo += 1
         self.bank.pack()
         self.K = max(len(m["lanes"]) for m in self.bank.meta)
         # ----- agent arrays: one slot per agent ever created, [cap] unless noted -----
@@ -178,6 +184,7 @@ class TrafficSim:
         self.sigma, self.noise = f(), f()
         self.gap_t, self.stop_wait = f(4.0), f(1.0)
         self.style = np.ones(cap, np.int8)  # [cap] 0 cautious, 1 normal, 2 aggressive
+        self.jay = np.zeros(cap, bool)  # [cap] walker on a crossing outside a crosswalk
         self.s, self.v = f(), f()
         self.alive = np.zeros(cap, bool)
         self.ever_logged = np.zeros(cap, bool)
@@ -244,6 +251,7 @@ class TrafficSim:
         self.R[i, :k] = m["lanes"]
         self.C[i, :k] = m["starts"]
         self.conn[i] = self.cw[i] = -1
+        self.jay[i] = bool(m.get("jay", False))
         if kind == PED:
             self.next_gates[i] = []
             self.lim[i] = rng.uniform(1.0, 1.6)
@@ -357,8 +365,11 @@ class TrafficSim:
         for _ in range(n_walk * 3):
             if self._count(PED) >= n_walk:
                 break
-            use_cross = self.cross_paths and rng.random() < 0.5
-            path = (self.cross_paths if use_cross else self.walk_paths)[int(rng.integers(len(self.cross_paths if use_cross else self.walk_paths)))]
+            if self.jay_paths and rng.random() < self.cfg.jaywalk_fraction:
+                path = self.jay_paths[int(rng.integers(len(self.jay_paths)))]
+            else:
+                use_cross = self.cross_paths and rng.random() < 0.5
+                path = (self.cross_paths if use_cross else self.walk_paths)[int(rng.integers(len(self.cross_paths if use_cross else self.walk_paths)))]
             m = self.bank.meta[path]
             hi = min(m["length"] - 1.0, m["gate_s0"] - 0.5)
             if hi < 1.0:
@@ -425,6 +436,8 @@ class TrafficSim:
         # walkers entering at sidewalk ends
         if self.walk_paths and self._tracks() < self.n_target and self._count(PED) < self.budget[PED] and rng.random() < 0.16:
             paths = self.walk_paths + self.cross_paths
+            if self.jay_paths and rng.random() < self.cfg.jaywalk_fraction:
+                paths = self.jay_paths
             path = paths[int(rng.integers(len(paths)))]
             i = self._new_agent(PED, path, 0.3, 0.0)
             if i is not None:
@@ -466,6 +479,8 @@ class TrafficSim:
                 cone_w=(0.5 * self.W[idx] + np.where(is_ped, 0.15, 0.45))[:, None],
                 ped_lead=is_ped[None, :] & ~is_ped[:, None], end=self.path_len[idx] - np.where(is_ped, 0.3, 0.5 * L + 0.5),
                 gate_s0=self.gate_s0[idx], conn=self.conn[idx],
+                # a walker crossing outside a crosswalk also stops for vehicles across its way
+                jay_follow=(self.jay[idx] & is_ped)[:, None] & ~is_ped[None, :] if self.jay_paths else None,
             )
             self._cache_ver = self._ver
         return self._cache
@@ -504,6 +519,8 @@ class TrafficSim:
         half_w_j = 0.5 * (W[None, :] * acos + L[None, :] * asin)  # [n, n]
         ext_j = 0.5 * (L[None, :] * acos + W[None, :] * asin)  # [n, n]
         heading_ok = (dh.real > 0.54) | P["ped_lead"]  # |dh| < 1 rad, or a walker ahead of a vehicle
+        if P["jay_follow"] is not None:
+            heading_ok = heading_ok | P["jay_follow"]
         cone = (lon > 0) & (lon < 35.0) & (np.abs(lat) < P["cone_w"] + half_w_j) & heading_ok
         cone[ar, ar] = False
         mutual = cone & cone.T
@@ -556,7 +573,7 @@ class TrafficSim:
         ts = t_stop
         self.s[idx] = s + v * ts + 0.5 * acc * ts * ts
         self.v[idx] = np.maximum(0.0, v + acc * ts)
-        if gated.any():
+        if gated.any() and self.n_conn > 0:
             conn = self.conn[idx]
             near = gated & (conn >= 0) & self.conn_stop[np.maximum(conn, 0)] & (self.v[idx] < 0.3) & (g_stop < 4.0)
             self.stopped_t[idx[near]] += DT_SIM
@@ -583,7 +600,8 @@ class TrafficSim:
     def _release(self, i: int) -> None:
         if self.granted[i] and not self.passed[i]:
             if self.type[i] == PED:
-                self.cw_busy[self.cw[i]] -= 1
+                if self.cw[i] >= 0:
+                    self.cw_busy[self.cw[i]] -= 1
             else:
                 self.holders[self.conn[i]] -= 1
         self.passed[i] = True
@@ -622,6 +640,10 @@ class TrafficSim:
                 self.holders[self.conn[i]] -= 1
         # walkers waiting at a crosswalk (vehicles yield to them)
         ped_wait = pending & is_ped & ~self.granted[idx] & (dist < 1.5)
+        if self.jay_paths:
+            jay = self.jay[idx]
+            self._jaywalkers(idx, ped_wait & jay, s, v)
+            ped_wait &= ~jay
         cw_wait = np.zeros(self.n_cw, bool)  # [n_cw]
         cw_wait[self.cw[idx[ped_wait]]] = True
         for i in idx[ped_wait]:
@@ -672,6 +694,41 @@ class TrafficSim:
                 continue
             self.granted[i] = True
             self.holders[c] += 1
+
+    def _jaywalkers(self, idx, waiting, s, v) -> None:
+        """Walkers at the curb of a crossing outside a crosswalk go when every vehicle heading for
+        the crossing can still stop comfortably after 3/4 of their (per-decision jittered) accepted
+        gap, and none stands on it; vehicles then yield to them like to any walker ahead."""
+        if not waiting.any():
+            return
+        veh = np.flatnonzero(~(self.type[idx] == PED))  # rows of idx
+        if veh.size == 0:
+            for li in np.flatnonzero(waiting):
+                self.granted[idx[li]] = True
+            return
+        pv, hv = self._pose(idx[veh])  # [m, 2], [m]
+        dirv = np.stack([np.cos(hv), np.sin(hv)], 1)  # [m, 2]
+        for li in np.flatnonzero(waiting):
+            i = int(idx[li])
+            m = self.bank.meta[self._path_of(i)]
+            # the crossing: from the curb (gate_s0) to the far curb (gate_s1) along the walker's path
+            g = self.path_off[i]
+            a = self.bank.XY[g + int(self.gate_s0[i] / PATH_DS)]
+            b = self.bank.XY[g + min(int(self.gate_s1[i] / PATH_DS), self.path_n[i] - 1)]
+            c, half = 0.5 * (a + b), 0.5 * float(np.linalg.norm(b - a)) + 1.0
+            rel = c[None] - pv  # [m, 2]
+            lon = (rel * dirv).sum(1)
+            lat = np.abs(rel[:, 0] * dirv[:, 1] - rel[:, 1] * dirv[:, 0])
+            gap = self.gap_t[i] * (1.0 + self.cfg.gap_jitter * (2.0 * self.rng.random() - 1.0))
+            # far enough to stop comfortably for the walker (they yield to walkers in their corridor)
+            vv = v[veh]
+            reach = vv * 0.75 * gap + vv * vv / (2 * 2.5) + self.L[idx[veh]] / 2 + 4.0
+            blocking = (lat < half) & (lon > -self.L[idx[veh]] / 2 - 2.0) & (lon < reach)
+            if not blocking.any():
+                self.granted[i] = True
+
+    def _path_of(self, i: int) -> int:
+        return int(np.searchsorted([mm["off"] for mm in self.bank.meta], self.path_off[i], side="right") - 1)
 
     # ------------------------------------------------------------------ run
     def run(self, warmup_s: float, fork_step: int = 10, on_fork=None) -> TrafficLog:
