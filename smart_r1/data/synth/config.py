@@ -36,6 +36,7 @@ class SynthConfig:
     gap_jitter: float = 0.0  # relative jitter of the accepted gap, redrawn at every junction decision
     tracking_noise_m: float = 0.0  # std of the smooth position noise on logged boxes (m); heading noise follows
     validity_gap_fraction: float = 0.0  # share of non-SDC tracks with a short run of invalid steps (occlusion)
+    lane_change_rate: float = 0.0  # discretionary lane changes per second per vehicle (normal style; x3 when held up)
     jaywalk_fraction: float = 0.0  # share of walkers (where the road allows) that cross outside a crosswalk, after a gap
     parked_fraction: tuple[float, float] = (0.1, 0.35)  # share of tracks parked when the road has parking strips
 
@@ -100,6 +101,7 @@ PROFILES: dict[str, dict] = {
         tracking_noise_m=0.04,
         validity_gap_fraction=0.08,
         jaywalk_fraction=0.15,
+        lane_change_rate=0.04,
         parked_fraction=(0.15, 0.4),
     ),
 }

@@ -185,6 +185,15 @@ class TrafficSim:
         self.gap_t, self.stop_wait = f(4.0), f(1.0)
         self.style = np.ones(cap, np.int8)  # [cap] 0 cautious, 1 normal, 2 aggressive
         self.jay = np.zeros(cap, bool)  # [cap] walker on a crossing outside a crosswalk
+        # lane changes (SynthConfig.lane_change_rate): a vehicle switches to the route of a parallel
+        # lane; its lateral offset `lc_shift` fades out smoothly over `lc_len` metres from `lc_s0`.
+        # Poses are then logged per step (a path switch would change the past otherwise).
+        self.lc_on = config.lane_change_rate > 0
+        if self.lc_on:
+            self.lc_s0, self.lc_len, self.lc_shift = f(), f(), f()
+            self.log_xy = np.zeros((cap, N_LOG, 2))  # [cap, 91, 2]
+            self.log_h = np.zeros((cap, N_LOG))  # [cap, 91]
+            self.neighbours = self._parallel_lanes()
         self.s, self.v = f(), f()
         self.alive = np.zeros(cap, bool)
         self.ever_logged = np.zeros(cap, bool)
@@ -252,6 +261,8 @@ class TrafficSim:
         self.C[i, :k] = m["starts"]
         self.conn[i] = self.cw[i] = -1
         self.jay[i] = bool(m.get("jay", False))
+        if self.lc_on:
+            self.lc_s0[i] = self.lc_len[i] = self.lc_shift[i] = 0.0
         if kind == PED:
             self.next_gates[i] = []
             self.lim[i] = rng.uniform(1.0, 1.6)
@@ -459,8 +470,16 @@ class TrafficSim:
         fade = self.type[idx] != PED  # walkers keep their side (they pass each other); riders fade in turns
         ls = self.bank.LS[g0] * (1 - t) + self.bank.LS[g0 + 1] * t  # [n]
         lat = self.lat[idx] * np.where(fade, ls, 1.0)  # [n]
+        if self.lc_on:  # lane change in progress: offset fading out with a smoothstep over lc_len
+            ln = self.lc_len[idx]
+            u = np.clip((s - self.lc_s0[idx]) / np.maximum(ln, 1e-6), 0.0, 1.0)  # [n]
+            shift = np.where(ln > 0, self.lc_shift[idx] * (1.0 - u * u * (3.0 - 2.0 * u)), 0.0)
+            slope = np.where(ln > 0, -self.lc_shift[idx] * 6.0 * u * (1.0 - u) / np.maximum(ln, 1e-6), 0.0)  # d shift / ds
+            lat = lat + shift
         xy[:, 0] -= np.sin(h) * lat  # lateral offset to the left: -right * lat
         xy[:, 1] += np.cos(h) * lat
+        if self.lc_on:
+            h = h + np.arctan(slope)
         return xy, h
 
     def _active(self) -> dict:
@@ -487,6 +506,8 @@ class TrafficSim:
 
     def step(self, log_index: int | None, signal_now: np.ndarray | None, to_red: np.ndarray | None = None) -> None:
         """One decision step of DT_SIM: leaders, gates, IDM; logs the 10 Hz sub-steps."""
+        if self.lc_on:
+            self._lane_changes()
         P = self._active()
         idx, n, ar = P["idx"], P["n"], P["ar"]
         if n == 0:
@@ -570,6 +591,8 @@ class TrafficSim:
                 self.log_v[ii, li] = np.maximum(0.0, v + acc * tj)[ok]
                 self.log_valid[ii, li] = True
                 self.ever_logged[ii] = True
+                if self.lc_on:
+                    self.log_xy[ii, li], self.log_h[ii, li] = self._pose(ii, sj[ok])
         ts = t_stop
         self.s[idx] = s + v * ts + 0.5 * acc * ts * ts
         self.v[idx] = np.maximum(0.0, v + acc * ts)
@@ -727,6 +750,114 @@ class TrafficSim:
             if not blocking.any():
                 self.granted[i] = True
 
+    # ------------------------------------------------------------------ lane changes
+    def _parallel_lanes(self) -> dict[int, list[int]]:
+        """Lane index -> indices of the non-gated lanes beside it in the same direction (2.5-4.8 m)."""
+        lanes = self.rm.lanes
+        out: dict[int, list[int]] = {}
+        for a, la in enumerate(lanes):
+            if la.connector >= 0 or la.length < 40.0:
+                continue
+            pa = la.pts[len(la.pts) // 2]
+            da = la.pts[min(len(la.pts) - 1, len(la.pts) // 2 + 1)] - la.pts[max(0, len(la.pts) // 2 - 1)]
+            da = da / (np.linalg.norm(da) + 1e-9)
+            for b, lb in enumerate(lanes):
+                if b == a or lb.connector >= 0 or lb.length < 40.0:
+                    continue
+                d = np.linalg.norm(lb.pts - pa, axis=1)
+                k = int(d.argmin())
+                if not (2.5 < d[k] < 4.8) or k in (0, len(lb.pts) - 1):
+                    continue
+                db = lb.pts[min(len(lb.pts) - 1, k + 1)] - lb.pts[max(0, k - 1)]
+                if float(np.dot(da, db / (np.linalg.norm(db) + 1e-9))) > 0.97:
+                    out.setdefault(a, []).append(b)
+        return out
+
+    def _lane_changes(self) -> None:
+        """Discretionary lane changes: each vehicle with a parallel lane, not changing lanes and
+        not about to need a junction reservation, changes with probability rate x DT_SIM (rate by
+        style, x3 when held up below 70 % of its desired speed), when the gaps to the leader and
+        the follower in the target lane are safe."""
+        n = self.n_used
+        live = np.flatnonzero(self.alive[:n] & (self.type[:n] == VEH))
+        if live.size == 0:
+            return
+        s, v = self.s[live], self.v[live]
+        k_cur = (self.C[live] <= s[:, None]).sum(1) - 1  # [m]
+        lane = self.R[live, np.maximum(k_cur, 0)]
+        idle = s > self.lc_s0[live] + self.lc_len[live]
+        gate_far = (~self.granted[live]) & ((self.gate_s0[live] - s > 40.0) | self.passed[live] | ~np.isfinite(self.gate_s0[live]))
+        has_nb = np.array([int(ln) in self.neighbours for ln in lane], bool)
+        cand = idle & gate_far & has_nb & (v > 3.0) & (k_cur >= 0)
+        if not cand.any():
+            return
+        rate = self.cfg.lane_change_rate * np.array([0.4, 1.0, 2.2])[self.style[live]]
+        slow = v < 0.7 * self.lim[live, 0] * self.v0f[live]
+        go = cand & (self.rng.random(live.size) < rate * np.where(slow, 3.0, 1.0) * DT_SIM)
+        for r in np.flatnonzero(go):
+            self._try_lane_change(int(live[r]), int(lane[r]))
+
+    def _try_lane_change(self, i: int, lane_idx: int) -> None:
+        rng, rm = self.rng, self.rm
+        nb = self.neighbours[lane_idx][int(rng.integers(len(self.neighbours[lane_idx])))]
+        routes = rm.routes_from(rm.lanes[nb].id)
+        path = self.route_path[routes[int(rng.integers(len(routes)))]]
+        m = self.bank.meta[path]
+        pos, _ = self._pose(np.array([i]))
+        pts = self.bank.xy[path]
+        j = int(np.linalg.norm(pts - pos[0], axis=1).argmin())
+        s_new = j * PATH_DS
+        v = self.v[i]
+        if not (5.0 < s_new < m["length"] - max(30.0, 4.0 * v)) or s_new > m["gate_s0"] - 40.0:
+            return
+        q = pts[j]
+        dq = self.bank.head[path][j]
+        dirq = np.array([math.cos(dq), math.sin(dq)])
+        others = np.flatnonzero(self.alive[: self.n_used])
+        others = others[others != i]
+        if others.size:
+            po, ho = self._pose(others)
+            rel = po - q
+            lon = rel @ dirq
+            lat = rel[:, 0] * dirq[1] * -1.0 + rel[:, 1] * dirq[0]
+            same = (np.abs(lat) < 2.2) & (np.cos(ho - dq) > 0.8)
+            half = 0.5 * (self.L[others] + self.L[i])
+            ahead = same & (lon > 0)
+            if ahead.any():
+                jj = np.flatnonzero(ahead)[lon[ahead].argmin()]
+                if lon[jj] - half[jj] < 3.0 + 0.6 * v + 1.5 * max(0.0, v - self.v[others[jj]]):
+                    return
+            behind = same & (lon <= 0)
+            if behind.any():
+                jj = np.flatnonzero(behind)[lon[behind].argmax()]
+                vb = self.v[others[jj]]
+                if -lon[jj] - half[jj] < 3.0 + 0.9 * vb + 2.0 * max(0.0, vb - v):
+                    return
+            walkers = (self.type[others] == PED) & (np.abs(lat) < 3.0) & (lon > -3.0) & (lon < 30.0 + 2.0 * v)
+            if walkers.any():
+                return
+        # switch to the new route; the lateral offset between the two lanes fades out
+        k = len(m["lanes"])
+        self.path_off[i], self.path_n[i], self.path_len[i] = m["off"], m["n"], m["length"]
+        self.R[i] = -1
+        self.C[i] = INF
+        self.R[i, :k] = m["lanes"]
+        self.C[i, :k] = m["starts"]
+        self.lim[i, :k] = m["limits"]
+        self.lim[i, k:] = m["limits"][-1]
+        self.conn[i] = m["conn"]
+        self.gate_s0[i] = m["gate_s0"]
+        self.gate_s1[i] = m["gate_s0"] + m["gate_len"] + self.L[i] / 2 + 1.0
+        self.next_gates[i] = list(m.get("more_gates", ()))
+        self.granted[i] = self.passed[i] = False
+        self.stopped_t[i] = 0.0
+        self.s[i] = s_new
+        self.lc_s0[i], self.lc_len[i], self.lc_shift[i] = s_new, max(25.0, 4.0 * v), 0.0
+        base, _ = self._pose(np.array([i]))
+        d = pos[0] - base[0]
+        self.lc_shift[i] = -d[0] * dirq[1] + d[1] * dirq[0]  # left of the new path: +
+        self._ver += 1
+
     def _path_of(self, i: int) -> int:
         return int(np.searchsorted([mm["off"] for mm in self.bank.meta], self.path_off[i], side="right") - 1)
 
@@ -774,6 +905,8 @@ class TrafficSim:
     def log_poses(self, slots: np.ndarray, steps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Logged poses of agent `slots` at log `steps`: xy [n, t, 2], heading [n, t], valid [n, t]
         (positions of invalid steps are the path start; callers fill them)."""
+        if self.lc_on:
+            return self.log_xy[slots][:, steps], geo.wrap(self.log_h[slots][:, steps]), self.log_valid[slots][:, steps]
         s = self.log_s[slots][:, steps]  # [n, t]
         rows = np.repeat(slots, len(steps))
         pos, hd = self._pose(rows, s.reshape(-1))
@@ -788,7 +921,10 @@ class TrafficSim:
         valid = self.log_valid[keep]  # [n_track, 91]
         a_idx, t_idx = np.nonzero(valid)
         rows = keep[a_idx]
-        pos, hd = self._pose(rows, self.log_s[rows, t_idx])
+        if self.lc_on:
+            pos, hd = self.log_xy[rows, t_idx], self.log_h[rows, t_idx]
+        else:
+            pos, hd = self._pose(rows, self.log_s[rows, t_idx])
         spd = self.log_v[rows, t_idx]
         out = {k: np.zeros(valid.shape) for k in ("x", "y", "h", "vx", "vy")}  # each [n_track, 91]
         out["x"][a_idx, t_idx], out["y"][a_idx, t_idx] = pos[:, 0], pos[:, 1]
