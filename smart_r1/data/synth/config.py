@@ -37,6 +37,7 @@ class SynthConfig:
     tracking_noise_m: float = 0.0  # std of the smooth position noise on logged boxes (m); heading noise follows
     validity_gap_fraction: float = 0.0  # share of non-SDC tracks with a short run of invalid steps (occlusion)
     lane_change_rate: float = 0.0  # discretionary lane changes per second per vehicle (normal style; x3 when held up)
+    pull_out_fraction: float = 0.0  # share of parked vehicles that pull out into their lane during the scene (needs lane changes)
     jaywalk_fraction: float = 0.0  # share of walkers (where the road allows) that cross outside a crosswalk, after a gap
     parked_fraction: tuple[float, float] = (0.1, 0.35)  # share of tracks parked when the road has parking strips
 
@@ -102,6 +103,7 @@ PROFILES: dict[str, dict] = {
         validity_gap_fraction=0.08,
         jaywalk_fraction=0.15,
         lane_change_rate=0.04,
+        pull_out_fraction=0.12,
         parked_fraction=(0.15, 0.4),
     ),
 }

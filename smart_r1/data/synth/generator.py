@@ -63,11 +63,23 @@ def simulate(
     n_parked = 0
     if rm.parking_spots:
         n_parked = min(len(rm.parking_spots), int(round(n_target * rng.uniform(*config.parked_fraction))), max(0, n_target - 4))
-    sim = TrafficSim(rm, rng, config, n_target - n_parked, min_agents=max(1, config.min_agents - n_parked))
+    pull_outs, parked_spots = [], None
+    if n_parked and config.pull_out_fraction > 0 and config.lane_change_rate > 0:
+        # some parked cars will pull out: the parked set is drawn before the traffic runs, so the
+        # ones pulling out know where the others stand
+        chosen = sorted(rng.choice(len(rm.parking_spots), n_parked, replace=False).tolist())
+        out = rng.random(len(chosen)) < config.pull_out_fraction
+        pull_outs = [rm.parking_spots[j] for j, o in zip(chosen, out) if o]
+        parked_spots = [rm.parking_spots[j] for j, o in zip(chosen, out) if not o]
+        n_parked = len(parked_spots)
+    sim = TrafficSim(
+        rm, rng, config, n_target - n_parked, min_agents=max(1, config.min_agents - n_parked),
+        pull_out_spots=pull_outs, static_spots=parked_spots,
+    )
     log = sim.run(config.warmup_seconds, fork_step=CURRENT_TIME_INDEX_WOMD, on_fork=on_fork)
     slots = sim.kept_slots.astype(np.int64)  # [n_track]
     if n_parked:
-        log, order = _with_parked(log, rm, rng, n_parked)
+        log, order = _with_parked(log, rm, rng, n_parked, parked_spots)
         slots = np.concatenate([slots, np.full(n_parked, -1, np.int64)])[order]
     if config.validity_gap_fraction > 0:
         log = _with_validity_gaps(log, rng, config.validity_gap_fraction)
@@ -83,9 +95,11 @@ def simulate(
     return rm, log, rng
 
 
-def _with_parked(log: TrafficLog, rm: RoadMap, rng: np.random.Generator, n_parked: int) -> TrafficLog:
-    """Add `n_parked` static vehicles on parking spots (valid at every step), shuffled into the tracks."""
-    spots = [rm.parking_spots[i] for i in sorted(rng.choice(len(rm.parking_spots), n_parked, replace=False))]
+def _with_parked(log: TrafficLog, rm: RoadMap, rng: np.random.Generator, n_parked: int, spots: list | None = None) -> TrafficLog:
+    """Add `n_parked` static vehicles on parking spots (valid at every step; drawn here unless
+    `spots` are given), shuffled into the tracks."""
+    if spots is None:
+        spots = [rm.parking_spots[i] for i in sorted(rng.choice(len(rm.parking_spots), n_parked, replace=False))]
     n_step = log.valid.shape[1]
     xy = np.array([p for p, _, _ in spots])  # [n_parked, 2]
     hd = np.array([(h + np.pi) % (2 * np.pi) - np.pi for _, h, _ in spots])  # [n_parked]

@@ -100,8 +100,14 @@ class _PathBank:
 
 
 class TrafficSim:
-    def __init__(self, rm: RoadMap, rng: np.random.Generator, config, n_target: int, min_agents: int | None = None) -> None:
+    def __init__(
+        self, rm: RoadMap, rng: np.random.Generator, config, n_target: int, min_agents: int | None = None,
+        pull_out_spots: list | None = None, static_spots: list | None = None,
+    ) -> None:
         self.rm, self.rng, self.cfg = rm, rng, config
+        self.pull_out_spots = list(pull_out_spots or [])  # parking spots whose vehicle pulls out some time (needs lane changes on)
+        # where the static parked cars stand (known to vehicles pulling out): [n, 2]
+        self.static_xy = np.array([sp[0] for sp in static_spots], np.float64).reshape(-1, 2) if static_spots else np.zeros((0, 2))
         self.n_target = n_target
         self.min_agents = config.min_agents if min_agents is None else min_agents
         n_lane = len(rm.lanes)
@@ -194,6 +200,8 @@ class TrafficSim:
             self.log_xy = np.zeros((cap, N_LOG, 2))  # [cap, 91, 2]
             self.log_h = np.zeros((cap, N_LOG))  # [cap, 91]
             self.neighbours = self._parallel_lanes()
+        self.held = np.zeros(cap, bool)  # [cap] parked, waiting to pull out into its lane
+        self.held_R = {}  # slot -> route lanes while held (held agents are on no lane for the others)
         self.s, self.v = f(), f()
         self.alive = np.zeros(cap, bool)
         self.ever_logged = np.zeros(cap, bool)
@@ -508,6 +516,8 @@ class TrafficSim:
         """One decision step of DT_SIM: leaders, gates, IDM; logs the 10 Hz sub-steps."""
         if self.lc_on:
             self._lane_changes()
+        if self.pull_out_spots:
+            self._pull_outs()
         P = self._active()
         idx, n, ar = P["idx"], P["n"], P["ar"]
         if n == 0:
@@ -576,6 +586,8 @@ class TrafficSim:
         noise = self.noise[idx] * 0.85 + self.rng.standard_normal(n) * 0.53
         self.noise[idx] = noise
         acc = np.clip(acc_free + acc_int + P["sigma"] * noise, -9.0, P["a_max"])  # [n]
+        if self.pull_out_spots:
+            acc = np.where(self.held[idx], 0.0, acc)  # parked until it pulls out
 
         # ----- integrate exactly at constant acceleration (stopping inside the step) -----
         t_stop = np.where(acc < 0, np.minimum(DT_SIM, v / np.maximum(-acc, 1e-9)), DT_SIM)  # [n]
@@ -858,6 +870,80 @@ class TrafficSim:
         self.lc_shift[i] = -d[0] * dirq[1] + d[1] * dirq[0]  # left of the new path: +
         self._ver += 1
 
+    # ------------------------------------------------------------------ pulling out of parking
+    def _place_pull_out(self, spot) -> None:
+        """A vehicle parked on `spot` (centre, heading, length) that will pull out into the lane
+        beside it: an agent on that lane's route, held still, offset sideways onto the spot."""
+        xy, hd, _ = spot
+        rm, rng = self.rm, self.rng
+        best, best_d = None, 6.0
+        for lane in rm.lanes:
+            if lane.connector >= 0 or not lane.rightmost:
+                continue
+            d = np.linalg.norm(lane.pts - xy, axis=1)
+            k = int(d.argmin())
+            seg = lane.pts[min(k + 1, len(lane.pts) - 1)] - lane.pts[max(k - 1, 0)]
+            if d[k] < best_d and math.cos(math.atan2(seg[1], seg[0]) - hd) > 0.9:
+                best, best_d = lane, float(d[k])
+        if best is None:
+            return
+        routes = rm.routes_from(best.id)
+        path = self.route_path[routes[int(rng.integers(len(routes)))]]
+        m = self.bank.meta[path]
+        j = int(np.linalg.norm(self.bank.xy[path] - xy, axis=1).argmin())
+        s0 = j * PATH_DS
+        if not (5.0 < s0 < min(m["length"] - 40.0, m["gate_s0"] - 25.0)):
+            return
+        i = self._new_agent(VEH, path, s0, 0.0)
+        if i is None:
+            return
+        self.lat[i] = 0.0
+        self.lc_s0[i], self.lc_len[i], self.lc_shift[i] = s0, 12.0, 0.0
+        base, _ = self._pose(np.array([i]))
+        h = self.bank.head[path][j]
+        d = xy - base[0]
+        self.lc_shift[i] = -d[0] * math.sin(h) + d[1] * math.cos(h)
+        self.held[i] = True
+        self.held_R[i] = self.R[i].copy()
+        self.R[i] = -1
+        self._ver += 1
+
+    def _pull_outs(self) -> None:
+        """Held vehicles pull out (rate ~0.1/s by style) when the lane behind them is clear for a
+        comfortable merge and nothing stands just ahead."""
+        held = np.flatnonzero(self.held[: self.n_used] & self.alive[: self.n_used])
+        if held.size == 0:
+            return
+        rate = 0.1 * np.array([0.5, 1.0, 2.0])[self.style[held]]
+        for i in held[self.rng.random(held.size) < rate * DT_SIM]:
+            i = int(i)
+            m_off = self.path_off[i]
+            j = int(min(self.s[i] / PATH_DS, self.path_n[i] - 1))
+            q, h = self.bank.XY[m_off + j], self.bank.H[m_off + j]
+            dirq = np.array([math.cos(h), math.sin(h)])
+            others = np.flatnonzero(self.alive[: self.n_used])
+            others = others[others != i]
+            if others.size:
+                po, ho = self._pose(others)
+                rel = po - q
+                lon = rel @ dirq
+                lat = -rel[:, 0] * dirq[1] + rel[:, 1] * dirq[0]
+                lane_band = (np.abs(lat) < 2.5) & (np.cos(ho - h) > 0.5)
+                vb = self.v[others]
+                behind = lane_band & (lon < 0) & (-lon < vb * 4.0 + 15.0)
+                ahead = (np.abs(lat) < 4.5) & (lon >= 0) & (lon < self.L[i] + 12.0)  # lane and parking strip: room to swing out
+                walker = (self.type[others] == PED) & (np.abs(lat) < 4.5) & (np.abs(lon) < 12.0)
+                if behind.any() or ahead.any() or walker.any():
+                    continue
+            if self.static_xy.shape[0]:
+                rel = self.static_xy - q
+                lon, lat = rel @ dirq, -rel[:, 0] * dirq[1] + rel[:, 1] * dirq[0]
+                if ((lon >= 0) & (lon < self.L[i] + 14.0) & (np.abs(lat) < 4.5)).any():
+                    continue  # a parked car just ahead: no room to swing out
+            self.held[i] = False
+            self.R[i] = self.held_R.pop(i)
+            self._ver += 1
+
     def _path_of(self, i: int) -> int:
         return int(np.searchsorted([mm["off"] for mm in self.bank.meta], self.path_off[i], side="right") - 1)
 
@@ -880,6 +966,8 @@ class TrafficSim:
                 to_red[:, ti] = nxt
         self.has_gates = self.n_conn > 0 or any(np.isfinite(m.get("gate_s0", math.inf)) for m in self.bank.meta)
         self._kk = np.arange(self.K)[None, None, :]  # [1, 1, K]
+        for spot in self.pull_out_spots:
+            self._place_pull_out(spot)
         self.place_initial(fill=min(1.0, max(0.8, (self.min_agents + 2) / self.n_target)))
         self._sig, self._to_red, self._n_warm, self._n_dec = sig, to_red, n_warm, n_dec
         k_fork = None
