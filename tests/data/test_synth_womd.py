@@ -136,3 +136,16 @@ def test_oracle_scores_well_above_constant_velocity(womd_scenes):
         for name in ("oracle", "constant_velocity")
     }
     assert meta["oracle"] - meta["constant_velocity"] >= 0.15, meta
+
+
+def test_training_config_profile():
+    from pathlib import Path
+
+    from smart_r1.train.config import ConfigError, load_config
+
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    cfg = load_config(configs / "experiment_womd.yaml")
+    assert cfg.data.synthetic.profile == "womd"
+    assert load_config(configs / "cpu_demo.yaml").data.synthetic.profile == "small"  # the main job stays on small
+    with pytest.raises(ConfigError, match="data.synthetic.profile"):
+        load_config(configs / "experiment_womd.yaml", ["data.synthetic.profile=huge"])
