@@ -269,6 +269,7 @@ class TrafficSim:
         self.C[i, :k] = m["starts"]
         self.conn[i] = self.cw[i] = -1
         self.jay[i] = bool(m.get("jay", False))
+        self.held[i] = False
         if self.lc_on:
             self.lc_s0[i] = self.lc_len[i] = self.lc_shift[i] = 0.0
         if kind == PED:
