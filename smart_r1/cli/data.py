@@ -31,6 +31,8 @@ def register(subparsers) -> None:
     p.add_argument("--shards", type=int, default=1)
     p.add_argument("--min-agents", type=int, default=None)
     p.add_argument("--max-agents", type=int, default=None)
+    p.add_argument("--profile", default="small", choices=("small", "womd"),
+                   help="scene preset: small (issue-2 scenes, 8-64 tracks) or womd (WOMD's shape: 32-136 tracks, 6-8 to predict, richer behaviour)")
     p.set_defaults(func=_synth)
 
     p = sub.add_parser("preprocess", help="convert Scenario shards into a Parquet scene cache (Ray, resumable)")
@@ -106,7 +108,7 @@ def _synth(args) -> int:
         kw["min_agents"] = args.min_agents
     if args.max_agents is not None:
         kw["max_agents"] = args.max_agents
-    paths = write_synthetic_dataset(args.out, args.num_scenes, args.seed, args.shards, **kw)
+    paths = write_synthetic_dataset(args.out, args.num_scenes, args.seed, args.shards, profile=args.profile, **kw)
     for p in paths:
         print(p)
     print(f"wrote {args.num_scenes} scenes in {len(paths)} shards to {args.out}")

@@ -9,7 +9,8 @@ them with the WOSAC metrics, and write a report folder.
 Per-scene results go to DIR/scores.parquet as they arrive; re-running the same command skips
 the scenes already there. The report is DIR/report/report.md and report.html (leaderboard
 table, per-metric bar charts, logged-vs-simulated histograms, worst scenes with renders).
-Non-learned policies: `baseline:constant_velocity`, `baseline:log_replay`, `baseline:log_replay_noise`.
+Non-learned policies: `baseline:constant_velocity`, `baseline:log_replay`, `baseline:log_replay_noise`,
+and on synthetic scenes `baseline:oracle` (the generator re-simulating each future).
 
 `--top-k K` samples checkpoints with top-K (default 48); a non-default K is appended to the
 default row label (`name@topK`) so its rows never resume as another K's.

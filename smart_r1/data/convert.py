@@ -188,7 +188,17 @@ def scenario_to_scene(
         tracks_to_predict_order=ttp_order,
         source=str(source),
         agent_xyz_f64=agent_xyz_f64,
+        generator_state=_generator_state(str(source), proto.scenario_id),
     )
+
+
+def _generator_state(source: str, scenario_id: str) -> str:
+    """Synthetic scenes: the generator state from the `.synth_state.json` next to `source`."""
+    if not source:
+        return ""
+    from smart_r1.data.synth.state import state_for
+
+    return state_for(source, scenario_id)
 
 
 def _map_from_proto(proto, fail) -> MapData:

@@ -234,6 +234,9 @@ class Scene:
     # None when built in memory. Only used to make Scene -> Scenario exact: entries whose float32
     # value no longer matches `agent_states` are ignored, so editing agent_states stays safe.
     agent_xyz_f64: np.ndarray | None = None  # [n_agent, n_step, 3] float64
+    # Synthetic scenes only: JSON of the generator state that restarts the scene (seed, index,
+    # SynthConfig; smart_r1.data.synth.state), "" otherwise. `baseline:oracle` needs it.
+    generator_state: str = ""
 
     # ----- sizes -----
     @property

@@ -12,6 +12,10 @@ Registered:
   (the current pose before the first valid future step). Every rollout identical.
 - `log_replay_noise`: `log_replay` plus a smooth per-rollout perturbation (integrated random
   walk of velocity offsets: position std `noise_m` after 8 s; small smooth heading drift).
+- `oracle`: synthetic scenes only -- the scene's generator restarted at the current step with
+  fresh random draws for its hidden randomness (`smart_r1.data.synth.oracle`): every rollout a
+  different future from the true behaviour distribution, the realism a policy can reach on the
+  benchmark. A scene without generator state (real WOMD) raises a clear error.
 """
 
 from __future__ import annotations
@@ -141,3 +145,13 @@ def log_replay_noise(
     dh = rng.normal(0.0, sigma_h, size=(num_rollouts, n, n_future))  # [R, n_sim, 80]
     out[..., 3] = wrap_angle(out[..., 3] + np.cumsum(np.cumsum(dh, axis=2), axis=2))
     return Rollouts(scene.scenario_id, scene.agent_id[rows], out.astype(np.float32))
+
+
+@register_baseline("oracle")
+def oracle(scene: Scene, num_rollouts: int, seed: int = 0, n_future: int = N_FUTURE_STEP) -> Rollouts:
+    from smart_r1.data.synth.oracle import oracle_rollouts
+
+    _check_count(num_rollouts)
+    rows, _ = _current(scene)
+    traj = oracle_rollouts(scene, num_rollouts, seed, n_future)  # [R, n_sim, 80, 4]
+    return Rollouts(scene.scenario_id, scene.agent_id[rows], traj.astype(np.float32))

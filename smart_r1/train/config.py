@@ -36,6 +36,7 @@ class SyntheticDataConfig:
     n_val_scenes: int = 16  # held-out scenes (different seed stream)
     seed: int = 0
     params: dict = field(default_factory=dict)  # extra SynthConfig fields
+    profile: str = "small"  # SynthConfig preset: "small" (issue-2 scenes) or "womd" (WOMD's shape)
 
 
 @dataclass
@@ -237,6 +238,11 @@ def _validate(cfg: TrainConfig, where: str) -> TrainConfig:
     d = cfg.data
     if d.synthetic is None and not d.glob:
         raise ConfigError(f"{where}data: give data.synthetic or data.glob")
+    if d.synthetic is not None:
+        from smart_r1.data.synth.config import PROFILES
+
+        if d.synthetic.profile not in PROFILES:
+            raise ConfigError(f"{where}data.synthetic.profile: {d.synthetic.profile!r} is not one of {sorted(PROFILES)}")
     if d.batch_size < 1:
         raise ConfigError(f"{where}data.batch_size: must be >= 1, got {d.batch_size}")
     from smart_r1.train.config_checks import check_config

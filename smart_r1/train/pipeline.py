@@ -62,10 +62,10 @@ def _scene_files(cfg: TrainConfig, out: Path, split: str) -> list[str]:
         return []
     seed = syn.seed if split == "training" else derive_seed(syn.seed, "validation") % (2**31)
     target = out / "scenes" / split
-    done = target / f".done-{n}-{seed}"
+    done = target / (f".done-{n}-{seed}" if syn.profile == "small" else f".done-{n}-{seed}-{syn.profile}")
     if done.exists():
         return sorted(str(p) for p in target.glob(f"{split}.tfrecord-*"))
-    paths = write_synthetic_dataset(target, n, seed, num_shards=1, split=split, progress=cfg.progress, **syn.params)
+    paths = write_synthetic_dataset(target, n, seed, num_shards=1, split=split, progress=cfg.progress, profile=syn.profile, **syn.params)
     done.touch()
     return [str(p) for p in paths]
 

@@ -92,7 +92,10 @@ def test_official_converter_accepts_scenes(scenes):
 
 def test_every_layout_appears_over_a_few_seeds():
     seen = {choose_layout(_rng(0, i), SynthConfig()) for i in range(16)}
-    assert seen == set(LAYOUTS) == {"straight", "curved", "intersection", "t_junction"}
+    assert seen == {"straight", "curved", "intersection", "t_junction"}  # the small profile's families
+    womd = SynthConfig.from_profile("womd")
+    seen = {choose_layout(_rng(0, i), womd) for i in range(40)}
+    assert seen == set(LAYOUTS) == {"straight", "curved", "intersection", "t_junction", "grid", "roundabout", "on_ramp"}
 
 
 @pytest.mark.parametrize("layout", sorted(LAYOUTS))
@@ -108,11 +111,23 @@ def test_layout_map_content(layout):
             a, b = lane.polyline[-1], lanes[e].polyline[0]
             assert np.hypot(a.x - b.x, a.y - b.y) < 0.05
     n_states = sum(len(d.lane_states) for d in sc.dynamic_map_states)
-    if layout == "intersection":
+    if layout == "grid":  # 2-3 junctions: routes pass several connectors (entry/exit chains)
+        interp = {lid for lid, lane in lanes.items() if lane.interpolating}
+        def max_junctions(lid, seen=0):
+            here = seen + (lid in interp)
+            return max([here] + [max_junctions(e, here) for e in lanes[lid].exit_lanes])
+        assert max(max_junctions(lid) for lid in lanes if not lanes[lid].entry_lanes) >= 2
+    elif layout == "roundabout":  # every movement circles the island: connectors much longer than the approach width
+        turns = [lane for lane in lanes.values() if lane.interpolating]
+        assert len(turns) >= 6 and kinds["road_edge"] >= 4
+    elif layout == "on_ramp":  # two connectors (main road, ramp taper) run into the same lane
+        merge = collections.Counter(e for lane in lanes.values() if lane.interpolating for e in lane.exit_lanes)
+        assert max(merge.values()) == 2 and n_states == 0
+    elif layout == "intersection":
         assert n_states > 0 and kinds["crosswalk"] >= 1
         turns = [lane for lane in lanes.values() if lane.interpolating]
         assert len(turns) >= 8  # left / straight / right connectors through the junction
-    else:
+    elif layout != "grid":
         assert n_states == 0
     if layout == "t_junction":
         assert kinds["stop_sign"] == 1 and kinds["crosswalk"] >= 1
@@ -251,7 +266,7 @@ def test_bad_config_is_named():
     with pytest.raises(ValueError, match="min_agents"):
         SynthConfig(min_agents=10, max_agents=5)
     with pytest.raises(KeyError, match="unknown layout"):
-        generate_scenario(0, 0, SynthConfig(layout_weights={"roundabout": 1.0}))
+        generate_scenario(0, 0, SynthConfig(layout_weights={"cloverleaf": 1.0}))
 
 
 def test_cli_data_synth(tmp_path, capsys):

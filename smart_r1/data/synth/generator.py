@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 
 import numpy as np
@@ -13,6 +14,9 @@ from smart_r1.data.synth.layouts import LAYOUTS, build_layout
 from smart_r1.data.synth.roadmap import MPH_PER_MPS, RoadMap
 from smart_r1.data.synth.traffic import TrafficLog, TrafficSim
 from smart_r1.data.synth import wire
+
+
+TRACKING_NOISE_RHO = 0.97  # step-to-step correlation of the tracking jitter (smooth: small acceleration noise)
 
 
 def scenario_id_for(seed: int, scenario_index: int, prefix: str = "synth") -> str:
@@ -35,8 +39,14 @@ def choose_layout(rng: np.random.Generator, config: SynthConfig) -> str:
     return names[int(rng.choice(len(names), p=w / w.sum()))]
 
 
-def simulate(seed: int, scenario_index: int = 0, config: SynthConfig | None = None) -> tuple[RoadMap, TrafficLog, np.random.Generator]:
-    """Build the map and run the traffic simulation (before any proto is made)."""
+def simulate(
+    seed: int, scenario_index: int = 0, config: SynthConfig | None = None, on_fork=None, trace: dict | None = None
+) -> tuple[RoadMap, TrafficLog, np.random.Generator]:
+    """Build the map and run the traffic simulation (before any proto is made).
+
+    `on_fork(sim, k)` is passed to `TrafficSim.run` (the oracle snapshots the simulation at
+    the current step); `trace` (a dict) receives how log rows map to simulation slots:
+    `slots` [n_track] (slot of each row, -1 for parked vehicles)."""
     config = config or SynthConfig()
     rng = _rng(seed, scenario_index)
     layout = choose_layout(rng, config)
@@ -47,12 +57,36 @@ def simulate(seed: int, scenario_index: int = 0, config: SynthConfig | None = No
         rm.ground = (float(rng.uniform(-g, g)), float(rng.uniform(-g, g)), float(rng.uniform(-5, 5)))
     else:
         rm.ground = (0.0, 0.0, float(rng.uniform(-5, 5)))
+    if config.jaywalk_fraction > 0 and rm.jaywalk_paths:  # keep the places where walkers cross free of parked cars
+        lines = np.concatenate([jp.pts for jp in rm.jaywalk_paths])  # [m, 2]
+        rm.parking_spots = [sp for sp in rm.parking_spots if np.linalg.norm(lines - sp[0], axis=1).min() > sp[2] / 2 + 2.0]
     n_parked = 0
     if rm.parking_spots:
-        n_parked = min(len(rm.parking_spots), int(round(n_target * rng.uniform(0.1, 0.35))), max(0, n_target - 4))
-    log = TrafficSim(rm, rng, config, n_target - n_parked, min_agents=max(1, config.min_agents - n_parked)).run(config.warmup_seconds)
+        n_parked = min(len(rm.parking_spots), int(round(n_target * rng.uniform(*config.parked_fraction))), max(0, n_target - 4))
+    pull_outs, parked_spots = [], None
+    if n_parked and config.pull_out_fraction > 0 and config.lane_change_rate > 0:
+        # some parked cars will pull out: the parked set is drawn before the traffic runs, so the
+        # ones pulling out know where the others stand
+        chosen = sorted(rng.choice(len(rm.parking_spots), n_parked, replace=False).tolist())
+        out = rng.random(len(chosen)) < config.pull_out_fraction
+        pull_outs = [rm.parking_spots[j] for j, o in zip(chosen, out) if o]
+        parked_spots = [rm.parking_spots[j] for j, o in zip(chosen, out) if not o]
+        n_parked = len(parked_spots)
+    sim = TrafficSim(
+        rm, rng, config, n_target - n_parked, min_agents=max(1, config.min_agents - n_parked),
+        pull_out_spots=pull_outs, static_spots=parked_spots,
+    )
+    log = sim.run(config.warmup_seconds, fork_step=CURRENT_TIME_INDEX_WOMD, on_fork=on_fork)
+    slots = sim.kept_slots.astype(np.int64)  # [n_track]
     if n_parked:
-        log = _with_parked(log, rm, rng, n_parked)
+        log, order = _with_parked(log, rm, rng, n_parked, parked_spots)
+        slots = np.concatenate([slots, np.full(n_parked, -1, np.int64)])[order]
+    if config.validity_gap_fraction > 0:
+        log = _with_validity_gaps(log, rng, config.validity_gap_fraction)
+    if config.tracking_noise_m > 0:
+        log = _with_tracking_noise(log, rng, config.tracking_noise_m)
+    if trace is not None:
+        trace["slots"] = slots
     if log.valid.shape[0] < config.min_agents:
         raise RuntimeError(
             f"synthetic scene seed={seed} index={scenario_index} ({layout}): only {log.valid.shape[0]} agents, "
@@ -61,9 +95,11 @@ def simulate(seed: int, scenario_index: int = 0, config: SynthConfig | None = No
     return rm, log, rng
 
 
-def _with_parked(log: TrafficLog, rm: RoadMap, rng: np.random.Generator, n_parked: int) -> TrafficLog:
-    """Add `n_parked` static vehicles on parking spots (valid at every step), shuffled into the tracks."""
-    spots = [rm.parking_spots[i] for i in sorted(rng.choice(len(rm.parking_spots), n_parked, replace=False))]
+def _with_parked(log: TrafficLog, rm: RoadMap, rng: np.random.Generator, n_parked: int, spots: list | None = None) -> TrafficLog:
+    """Add `n_parked` static vehicles on parking spots (valid at every step; drawn here unless
+    `spots` are given), shuffled into the tracks."""
+    if spots is None:
+        spots = [rm.parking_spots[i] for i in sorted(rng.choice(len(rm.parking_spots), n_parked, replace=False))]
     n_step = log.valid.shape[1]
     xy = np.array([p for p, _, _ in spots])  # [n_parked, 2]
     hd = np.array([(h + np.pi) % (2 * np.pi) - np.pi for _, h, _ in spots])  # [n_parked]
@@ -82,7 +118,49 @@ def _with_parked(log: TrafficLog, rm: RoadMap, rng: np.random.Generator, n_parke
         vy=cat(log.vy, zeros),
         valid=cat(log.valid, np.ones((n_parked, n_step), bool)),
         signal_states=log.signal_states,
+    ), order
+
+
+def smooth_noise(rng: np.random.Generator, shape: tuple, std: float, rho: float = TRACKING_NOISE_RHO) -> np.ndarray:
+    """Stationary AR(1) noise along the last axis with standard deviation `std` (tracking jitter)."""
+    e = rng.standard_normal(shape) * std * np.sqrt(1.0 - rho * rho)  # [..., t]
+    out = np.empty(shape)
+    out[..., 0] = rng.standard_normal(shape[:-1]) * std
+    for t in range(1, shape[-1]):
+        out[..., t] = rho * out[..., t - 1] + e[..., t]
+    return out
+
+
+def _with_tracking_noise(log: TrafficLog, rng: np.random.Generator, std_m: float) -> TrafficLog:
+    """Small smooth jitter on the logged boxes (position `std_m`, heading `std_m / 3` rad), like a tracker's."""
+    n, t = log.valid.shape
+    dx, dy = smooth_noise(rng, (n, t), std_m), smooth_noise(rng, (n, t), std_m)  # [n, 91] each
+    dh = smooth_noise(rng, (n, t), std_m / 3.0)  # [n, 91]
+    v = log.valid
+    return dataclasses.replace(
+        log, x=np.where(v, log.x + dx, log.x), y=np.where(v, log.y + dy, log.y),
+        heading=np.where(v, (log.heading + dh + np.pi) % (2 * np.pi) - np.pi, log.heading),
     )
+
+
+def _with_validity_gaps(log: TrafficLog, rng: np.random.Generator, fraction: float) -> TrafficLog:
+    """Occlusions: a share `fraction` of the tracks valid at >= 20 steps lose a run of 2-8 steps
+    strictly inside their valid span (never the current step: who is simulated stays as logged)."""
+    valid = log.valid.copy()  # [n, 91]
+    cur = CURRENT_TIME_INDEX_WOMD
+    for r in np.flatnonzero(valid.sum(1) >= 20):
+        if rng.random() >= fraction:
+            continue
+        steps = np.flatnonzero(valid[r])
+        length = int(rng.integers(2, 9))
+        lo, hi = int(steps[0]) + 1, int(steps[-1]) - length  # keep the span's ends
+        if hi <= lo:
+            continue
+        start = int(rng.integers(lo, hi))
+        if start <= cur < start + length:
+            continue
+        valid[r, start : start + length] = False
+    return dataclasses.replace(log, valid=valid)
 
 
 def _points(pb_list, xy: np.ndarray, z: np.ndarray, shift: np.ndarray, msg=None, field: int = 0) -> None:
@@ -107,6 +185,8 @@ def _select_agents(log: TrafficLog, rng: np.random.Generator, config: SynthConfi
     sdc_pool = [np.flatnonzero(veh & full & moving), np.flatnonzero(veh & full), np.flatnonzero(veh & valid[:, cur]), np.flatnonzero(valid[:, cur])]
     sdc = next(int(rng.choice(p)) for p in sdc_pool if p.size)
     enough = valid[:, cur] & (valid[:, cur:].sum(1) >= 60)
+    if config.ttp_selection == "near_sdc":
+        return sdc, *_select_near_sdc(log, rng, config, sdc, enough, speed)
     pool = np.flatnonzero(enough & moving & (veh | (typ == int(AgentType.CYCLIST))))
     pool = pool[pool != sdc]
     pool = np.concatenate([rng.permutation(pool[veh[pool]]), rng.permutation(pool[~veh[pool]])])  # [n_pool] vehicles first
@@ -129,8 +209,54 @@ def _select_agents(log: TrafficLog, rng: np.random.Generator, config: SynthConfi
     return sdc, ttp, ooi
 
 
+def _select_near_sdc(
+    log: TrafficLog, rng: np.random.Generator, config: SynthConfig, sdc: int, enough: np.ndarray, speed: np.ndarray
+) -> tuple[list[int], list[int]]:
+    """WOMD-like tracks to predict: agents valid at every step from the current one on
+    (relaxed to >= 60 future steps, then to any, when too few) that move (vehicles / cyclists > 2 m/s, walkers > 0.8 m/s at some step), nearest the SDC
+    first, interacting ones (another agent within 8 m at some future step) ahead of the rest;
+    objects of interest: the closest interacting pair among SDC + tracks to predict (70 %)."""
+    cur = CURRENT_TIME_INDEX_WOMD
+    valid, typ = log.valid, log.agent_type
+    vmax = np.where(valid, speed, 0.0).max(1)  # [n]
+    moving = vmax > np.where(typ == int(AgentType.PEDESTRIAN), 0.8, 2.0)
+    xy = np.stack([log.x, log.y], -1)  # [n, 91, 2]
+    d_sdc = np.linalg.norm(xy[:, cur] - xy[sdc, cur], axis=-1)  # [n]
+    full = valid[:, cur:].all(1)  # WOMD's tracks to predict are nearly always valid over the whole future
+    pool = np.flatnonzero(enough & moving & full)
+    pool = pool[pool != sdc]
+    # interaction: min distance to any other valid agent over the future (subsampled steps)
+    steps = np.arange(cur, valid.shape[1], 5)
+    p = xy[:, steps]  # [n, t, 2]
+    dist = np.linalg.norm(p[pool][:, None] - p[None], axis=-1)  # [n_pool, n, t]
+    ok = valid[pool][:, None, steps] & valid[None, :, steps]  # [n_pool, n, t]
+    ok[np.arange(pool.size), pool] = False
+    near = np.where(ok, dist, np.inf).min((1, 2)) < 8.0  # [n_pool]
+    order = np.lexsort((d_sdc[pool] + rng.uniform(0, 5, pool.size), ~near))
+    pool = pool[order]
+    k = int(rng.integers(config.min_tracks_to_predict, config.max_tracks_to_predict + 1))
+    if pool.size < k:  # relax motion, then the future length
+        for extra in (np.flatnonzero(enough & moving), np.flatnonzero(enough), np.flatnonzero(valid[:, cur])):
+            extra = extra[(extra != sdc) & ~np.isin(extra, pool)]
+            extra = extra[np.argsort(d_sdc[extra], kind="stable")]
+            pool = np.concatenate([pool, extra[: k - pool.size]])
+            if pool.size >= k:
+                break
+    ttp = sorted(int(i) for i in pool[:k])
+    ooi: list[int] = []
+    if len(ttp) >= 2 and rng.random() < 0.7:
+        cand = [sdc] + ttp
+        pc = xy[cand][:, cur:]  # [m, 81, 2]
+        both = valid[cand][:, None, cur:] & valid[cand][None, :, cur:]  # [m, m, 81]
+        d = np.where(both, np.linalg.norm(pc[:, None] - pc[None], axis=-1), np.inf).min(-1) + np.eye(len(cand)) * 1e9
+        a, b = np.unravel_index(int(d.argmin()), d.shape)
+        ooi = sorted([cand[a], cand[b]])
+    return ttp, ooi
+
+
 def build_scenario_proto(
-    scenario_id: str, rm: RoadMap, log: TrafficLog, rng: np.random.Generator, config: SynthConfig, fast: bool = True
+    scenario_id: str, rm: RoadMap, log: TrafficLog, rng: np.random.Generator, config: SynthConfig, fast: bool = True,
+    trace: dict | None = None,
 ) -> scenario_pb2.Scenario:
     """The `Scenario` proto. `fast=True` encodes states, polylines and signal states with numpy
     (`wire`); `fast=False` sets every field through the proto API (same message; reference path)."""
@@ -144,6 +270,8 @@ def build_scenario_proto(
     n = log.valid.shape[0]
     ids = np.sort(rng.choice(np.arange(1, 20 * n + 100), size=n, replace=False))  # [n] unique track ids
     ids = ids[rng.permutation(n)]
+    if trace is not None:
+        trace["shift"], trace["track_ids"] = shift, ids
     xy = np.stack([log.x, log.y], -1)  # [n, 91, 2]
     z = rm.ground_z(xy) + log.size[:, None, 2] / 2  # [n, 91]
     xs, ys = (log.x + shift[0]), (log.y + shift[1])
@@ -235,4 +363,14 @@ def generate_scenario(seed: int, scenario_index: int = 0, config: SynthConfig | 
     return build_scenario_proto(scenario_id_for(seed, scenario_index, config.scenario_id_prefix), rm, log, rng, config)
 
 
-__all__ = ["generate_scenario", "simulate", "build_scenario_proto", "scenario_id_for", "map_pb2"]
+def generate_with_trace(seed: int, scenario_index: int, config: SynthConfig, on_fork=None) -> tuple[scenario_pb2.Scenario, dict]:
+    """`generate_scenario` plus what a restart needs: `trace` holds `slots` (simulation slot of
+    each track row, -1: parked), `shift` (world offset) and `track_ids`; `on_fork` as in `simulate`."""
+    trace: dict = {}
+    rm, log, rng = simulate(seed, scenario_index, config, on_fork=on_fork, trace=trace)
+    trace["roadmap"], trace["log"] = rm, log
+    sc = build_scenario_proto(scenario_id_for(seed, scenario_index, config.scenario_id_prefix), rm, log, rng, config, trace=trace)
+    return sc, trace
+
+
+__all__ = ["generate_scenario", "generate_with_trace", "simulate", "build_scenario_proto", "scenario_id_for", "map_pb2"]

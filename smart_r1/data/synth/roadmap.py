@@ -105,6 +105,7 @@ class RoadMap:
     stop_signs: list[tuple[np.ndarray, list[int]]] = field(default_factory=list)  # (position [2], lane ids)
     sidewalks: list[np.ndarray] = field(default_factory=list)  # [n, 2] walking lines (either direction)
     crossing_paths: list[PedPath] = field(default_factory=list)  # sidewalk -> crosswalk -> sidewalk
+    jaywalk_paths: list[PedPath] = field(default_factory=list)  # sidewalk -> across the road (no crosswalk) -> sidewalk
     parking_spots: list[tuple[np.ndarray, float, float]] = field(default_factory=list)  # (centre [2], heading, max length)
     signal: SignalProgram | None = None
     conflicts: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), bool))  # [n_conn, n_conn]
@@ -232,6 +233,24 @@ def build_corridor(
             width = e_fwd + e_bwd
             rm.crossing_paths.append(crossing_path(path, edge_a - 0.6, edge_a + width + 0.8, cw))
 
+    # places to cross outside a crosswalk (used only with SynthConfig.jaywalk_fraction > 0; fixed
+    # positions, no random draws, so scenes without jaywalkers are unchanged)
+    nrm_at = lambda d: geo.rot90(np.array([np.interp(d + 0.5, s, center[:, 0]) - np.interp(d - 0.5, s, center[:, 0]),  # noqa: E731
+                                           np.interp(d + 0.5, s, center[:, 1]) - np.interp(d - 0.5, s, center[:, 1])]))
+    for frac in (0.3, 0.62):
+        at = frac * s[-1]
+        if crosswalk_at is not None and abs(at - crosswalk_at) < 20.0:
+            continue
+        mid = np.array([np.interp(at, s, center[:, 0]), np.interp(at, s, center[:, 1])])  # [2]
+        nj = nrm_at(at)
+        nj /= np.linalg.norm(nj)
+        for side in (1.0, -1.0):
+            a_off = (e_bwd + sw) if side > 0 else -(e_fwd + sw)
+            b_off = -(e_fwd + sw) if side > 0 else (e_bwd + sw)
+            edge_a = abs(a_off) - (e_bwd if side > 0 else e_fwd)
+            path = geo.line(mid + nj * a_off, mid + nj * b_off, 0.5)
+            rm.jaywalk_paths.append(PedPath(path, edge_a - 0.6, edge_a + e_fwd + e_bwd + 0.8, -1))
+
     def lane_pieces(offset: float, forward: bool) -> list[np.ndarray]:
         pts = geo.offset_polyline(center, offset)
         if not forward:
@@ -294,14 +313,20 @@ def build_junction(
     stop_arms: set[int],
     crosswalk_arms: set[int],
     priority_arms: set[int] | None = None,
-) -> None:
+    center: np.ndarray | None = None,
+    arm_far: dict[int, float] | None = None,
+) -> tuple[list[list[Lane]], list[list[Lane]]]:
     """A junction of arms at `angles` (radians, outward directions, CCW order).
 
     Arm k has `n_in[k]` lanes towards the centre (on its left side seen from the centre) and
     `n_out[k]` lanes away. Connectors join every inbound lane to the allowed outbound lanes
     (rightmost lane turns right, leftmost turns left, all go straight). `signal_groups[k]`
-    gives the signal group of arm k's approaches; `stop_arms` have stop signs.
+    gives the signal group of arm k's approaches; `stop_arms` have stop signs. `center` ([2])
+    places the junction (default: the origin); `arm_far` fixes the far end (distance from the
+    centre) of some arms, so that arms of neighbouring junctions meet (grid layouts). Returns
+    the inbound and outbound lanes per arm.
     """
+    c0 = np.zeros(2) if center is None else np.asarray(center, np.float64)
     na = len(angles)
     u = [geo.unit(a) for a in angles]
     nrm = [geo.rot90(x) for x in u]
@@ -324,10 +349,14 @@ def build_junction(
     cw_w = float(rng.uniform(3.0, 4.5))
     r_stop = [r_m[k] + (cw_w + 1.5 if k in crosswalk_arms else 1.0) for k in range(na)]
     r_far = [r_stop[k] + arm_length * float(rng.uniform(0.85, 1.15)) for k in range(na)]
+    for k, far in (arm_far or {}).items():
+        if far < r_stop[k] + 10.0:
+            raise ValueError(f"build_junction: arm {k} ends at {far:.1f} m, within 10 m of its stop line ({r_stop[k]:.1f} m)")
+        r_far[k] = far
     sw = float(rng.uniform(2.2, 3.0))  # sidewalk line beyond the road edge
 
     def pt(k: int, r: float, lat: float) -> np.ndarray:
-        return u[k] * r + nrm[k] * lat
+        return c0 + u[k] * r + nrm[k] * lat
 
     lanes_in: list[list[Lane]] = []
     lanes_out: list[list[Lane]] = []
@@ -413,6 +442,7 @@ def build_junction(
         a_far, a_m = pt(k, r_far[k], h_in[k]), pt(k, r_m[k], h_in[k])
         b_m, b_far = pt(j, r_m[j], -h_out[j]), pt(j, r_far[j], -h_out[j])
         c = corners[k]
-        bend = geo.quad_bezier(a_m, c, b_m, 24) if c is not None else geo.line(a_m, b_m, 1.0)
+        bend = geo.quad_bezier(a_m, c0 + c, b_m, 24) if c is not None else geo.line(a_m, b_m, 1.0)
         edge = np.concatenate([geo.line(a_far, a_m, 2.0)[:-1], geo.resample(bend, 1.0)[:-1], geo.line(b_m, b_far, 2.0)])  # [n, 2]
         rm.road_edges.append((int(RoadEdgeType.BOUNDARY), edge))
+    return lanes_in, lanes_out

@@ -36,6 +36,20 @@ N_LOG = 91
 PATH_DS = 0.5  # path sampling step (m)
 INF = 1e9
 VEH, PED, CYC = int(AgentType.VEHICLE), int(AgentType.PEDESTRIAN), int(AgentType.CYCLIST)
+# Driving styles (SynthConfig.driver_styles): probabilities of cautious / normal / aggressive and
+# the factors each applies to an agent's parameters (desired speed, time headway, minimum gap,
+# acceleration, comfortable deceleration, noise, accepted gap, stop-sign wait).
+STYLE_P = (0.25, 0.5, 0.25)
+STYLE_FACTORS = {
+    "v0f": (0.93, 1.0, 1.07),
+    "T": (1.3, 1.0, 0.7),
+    "s0": (1.2, 1.0, 0.8),
+    "a": (0.8, 1.0, 1.25),
+    "b": (0.85, 1.0, 1.2),
+    "sigma": (0.8, 1.0, 1.4),
+    "gap_t": (1.3, 1.0, 0.65),
+    "stop_wait": (1.5, 1.0, 0.5),
+}
 
 
 @dataclass
@@ -86,8 +100,14 @@ class _PathBank:
 
 
 class TrafficSim:
-    def __init__(self, rm: RoadMap, rng: np.random.Generator, config, n_target: int, min_agents: int | None = None) -> None:
+    def __init__(
+        self, rm: RoadMap, rng: np.random.Generator, config, n_target: int, min_agents: int | None = None,
+        pull_out_spots: list | None = None, static_spots: list | None = None,
+    ) -> None:
         self.rm, self.rng, self.cfg = rm, rng, config
+        self.pull_out_spots = list(pull_out_spots or [])  # parking spots whose vehicle pulls out some time (needs lane changes on)
+        # where the static parked cars stand (known to vehicles pulling out): [n, 2]
+        self.static_xy = np.array([sp[0] for sp in static_spots], np.float64).reshape(-1, 2) if static_spots else np.zeros((0, 2))
         self.n_target = n_target
         self.min_agents = config.min_agents if min_agents is None else min_agents
         n_lane = len(rm.lanes)
@@ -125,6 +145,8 @@ class TrafficSim:
                     gate_len=lane_len[route[k]] if k >= 0 else 0.0,
                     bike=all(rm.lane_by_id[lid].rightmost for lid in route),
                     limits=[rm.lane_by_id[lid].speed_limit for lid in route],
+                    # later gates of routes through several junctions (grid layouts): (conn, s0, len)
+                    more_gates=[(rm.lane_by_id[route[g]].connector, starts[g], lane_len[route[g]]) for g in gate[1:]],
                 )
         self.walk_paths: list[int] = []
         pseudo = n_lane
@@ -136,6 +158,12 @@ class TrafficSim:
         for cp in rm.crossing_paths:
             self.cross_paths.append(self.bank.add(cp.pts, [pseudo], [0.0], conn=-1, cw=cp.crosswalk, gate_s0=cp.gate_s0, gate_s1=cp.gate_s1))
             pseudo += 1
+        self.jay_paths: list[int] = []  # crossings outside crosswalks (SynthConfig.jaywalk_fraction)
+        if config.jaywalk_fraction > 0:
+            for jp in rm.jaywalk_paths:
+                self.jay_paths.append(self.bank.add(jp.pts, [pseudo], [0.0], conn=-1, cw=-1, gate_s0=jp.gate_s0, gate_s1=jp.gate_s1,
+                                                    jay=True, road_w=jp.gate_s1 - jp.gate_s0))
+                pseudo += 1
         self.bank.pack()
         self.K = max(len(m["lanes"]) for m in self.bank.meta)
         # ----- agent arrays: one slot per agent ever created, [cap] unless noted -----
@@ -152,6 +180,7 @@ class TrafficSim:
         self.C = np.full((cap, self.K), INF)  # [cap, K] start arc length of each route lane
         self.lim = np.full((cap, self.K), 30.0)  # [cap, K] speed limit per route lane
         self.gate_s0, self.gate_s1 = f(math.inf), f(math.inf)
+        self.next_gates: list[list] = [[] for _ in range(cap)]  # per slot: gates after the current one
         self.conn = np.full(cap, -1, np.int64)
         self.cw = np.full(cap, -1, np.int64)
         self.granted = np.zeros(cap, bool)
@@ -160,6 +189,19 @@ class TrafficSim:
         self.v0f, self.T, self.s0, self.a, self.b = f(1.0), f(1.5), f(2.0), f(1.5), f(2.0)
         self.sigma, self.noise = f(), f()
         self.gap_t, self.stop_wait = f(4.0), f(1.0)
+        self.style = np.ones(cap, np.int8)  # [cap] 0 cautious, 1 normal, 2 aggressive
+        self.jay = np.zeros(cap, bool)  # [cap] walker on a crossing outside a crosswalk
+        # lane changes (SynthConfig.lane_change_rate): a vehicle switches to the route of a parallel
+        # lane; its lateral offset `lc_shift` fades out smoothly over `lc_len` metres from `lc_s0`.
+        # Poses are then logged per step (a path switch would change the past otherwise).
+        self.lc_on = config.lane_change_rate > 0
+        if self.lc_on:
+            self.lc_s0, self.lc_len, self.lc_shift = f(), f(), f()
+            self.log_xy = np.zeros((cap, N_LOG, 2))  # [cap, 91, 2]
+            self.log_h = np.zeros((cap, N_LOG))  # [cap, 91]
+            self.neighbours = self._parallel_lanes()
+        self.held = np.zeros(cap, bool)  # [cap] parked, waiting to pull out into its lane
+        self.held_R = {}  # slot -> route lanes while held (held agents are on no lane for the others)
         self.s, self.v = f(), f()
         self.alive = np.zeros(cap, bool)
         self.ever_logged = np.zeros(cap, bool)
@@ -226,7 +268,12 @@ class TrafficSim:
         self.R[i, :k] = m["lanes"]
         self.C[i, :k] = m["starts"]
         self.conn[i] = self.cw[i] = -1
+        self.jay[i] = bool(m.get("jay", False))
+        self.held[i] = False
+        if self.lc_on:
+            self.lc_s0[i] = self.lc_len[i] = self.lc_shift[i] = 0.0
         if kind == PED:
+            self.next_gates[i] = []
             self.lim[i] = rng.uniform(1.0, 1.6)
             self.cw[i] = m.get("cw", -1)
             self.gate_s0[i], self.gate_s1[i] = m["gate_s0"], m["gate_s1"]
@@ -238,8 +285,12 @@ class TrafficSim:
             self.conn[i] = m["conn"]
             self.gate_s0[i] = m["gate_s0"]
             self.gate_s1[i] = m["gate_s0"] + m["gate_len"] + self.L[i] / 2 + 1.0
+            self.next_gates[i] = list(m.get("more_gates", ()))
         self.gap_t[i] = rng.uniform(3.0, 5.0)
         self.stop_wait[i] = rng.uniform(0.3, 1.5)
+        self.style[i] = 1
+        if self.cfg.driver_styles and kind != PED:
+            self._apply_style(i, int(rng.choice(3, p=STYLE_P)))
         self.s[i], self.v[i] = s, v
         self.granted[i] = self.passed[i] = self.ever_logged[i] = False
         self.stopped_t[i] = self.noise[i] = 0.0
@@ -247,6 +298,13 @@ class TrafficSim:
         self._ver += 1
         self.counts[kind] += 1
         return i
+
+    def _apply_style(self, i: int, style: int) -> None:
+        """Scale agent i's IDM / gap-acceptance parameters by its driving style (0 cautious, 1 normal, 2 aggressive)."""
+        self.style[i] = style
+        for name, factors in STYLE_FACTORS.items():
+            arr = getattr(self, name)
+            arr[i] *= factors[style]
 
     def _count(self, kind: int) -> int:
         return self.counts[kind]
@@ -327,8 +385,11 @@ class TrafficSim:
         for _ in range(n_walk * 3):
             if self._count(PED) >= n_walk:
                 break
-            use_cross = self.cross_paths and rng.random() < 0.5
-            path = (self.cross_paths if use_cross else self.walk_paths)[int(rng.integers(len(self.cross_paths if use_cross else self.walk_paths)))]
+            if self.jay_paths and rng.random() < self.cfg.jaywalk_fraction:
+                path = self.jay_paths[int(rng.integers(len(self.jay_paths)))]
+            else:
+                use_cross = self.cross_paths and rng.random() < 0.5
+                path = (self.cross_paths if use_cross else self.walk_paths)[int(rng.integers(len(self.cross_paths if use_cross else self.walk_paths)))]
             m = self.bank.meta[path]
             hi = min(m["length"] - 1.0, m["gate_s0"] - 0.5)
             if hi < 1.0:
@@ -395,6 +456,8 @@ class TrafficSim:
         # walkers entering at sidewalk ends
         if self.walk_paths and self._tracks() < self.n_target and self._count(PED) < self.budget[PED] and rng.random() < 0.16:
             paths = self.walk_paths + self.cross_paths
+            if self.jay_paths and rng.random() < self.cfg.jaywalk_fraction:
+                paths = self.jay_paths
             path = paths[int(rng.integers(len(paths)))]
             i = self._new_agent(PED, path, 0.3, 0.0)
             if i is not None:
@@ -416,8 +479,16 @@ class TrafficSim:
         fade = self.type[idx] != PED  # walkers keep their side (they pass each other); riders fade in turns
         ls = self.bank.LS[g0] * (1 - t) + self.bank.LS[g0 + 1] * t  # [n]
         lat = self.lat[idx] * np.where(fade, ls, 1.0)  # [n]
+        if self.lc_on:  # lane change in progress: offset fading out with a smoothstep over lc_len
+            ln = self.lc_len[idx]
+            u = np.clip((s - self.lc_s0[idx]) / np.maximum(ln, 1e-6), 0.0, 1.0)  # [n]
+            shift = np.where(ln > 0, self.lc_shift[idx] * (1.0 - u * u * (3.0 - 2.0 * u)), 0.0)
+            slope = np.where(ln > 0, -self.lc_shift[idx] * 6.0 * u * (1.0 - u) / np.maximum(ln, 1e-6), 0.0)  # d shift / ds
+            lat = lat + shift
         xy[:, 0] -= np.sin(h) * lat  # lateral offset to the left: -right * lat
         xy[:, 1] += np.cos(h) * lat
+        if self.lc_on:
+            h = h + np.arctan(slope)
         return xy, h
 
     def _active(self) -> dict:
@@ -436,12 +507,18 @@ class TrafficSim:
                 cone_w=(0.5 * self.W[idx] + np.where(is_ped, 0.15, 0.45))[:, None],
                 ped_lead=is_ped[None, :] & ~is_ped[:, None], end=self.path_len[idx] - np.where(is_ped, 0.3, 0.5 * L + 0.5),
                 gate_s0=self.gate_s0[idx], conn=self.conn[idx],
+                # a walker crossing outside a crosswalk also stops for vehicles across its way
+                jay_follow=(self.jay[idx] & is_ped)[:, None] & ~is_ped[None, :] if self.jay_paths else None,
             )
             self._cache_ver = self._ver
         return self._cache
 
     def step(self, log_index: int | None, signal_now: np.ndarray | None, to_red: np.ndarray | None = None) -> None:
         """One decision step of DT_SIM: leaders, gates, IDM; logs the 10 Hz sub-steps."""
+        if self.lc_on:
+            self._lane_changes()
+        if self.pull_out_spots:
+            self._pull_outs()
         P = self._active()
         idx, n, ar = P["idx"], P["n"], P["ar"]
         if n == 0:
@@ -474,6 +551,8 @@ class TrafficSim:
         half_w_j = 0.5 * (W[None, :] * acos + L[None, :] * asin)  # [n, n]
         ext_j = 0.5 * (L[None, :] * acos + W[None, :] * asin)  # [n, n]
         heading_ok = (dh.real > 0.54) | P["ped_lead"]  # |dh| < 1 rad, or a walker ahead of a vehicle
+        if P["jay_follow"] is not None:
+            heading_ok = heading_ok | P["jay_follow"]
         cone = (lon > 0) & (lon < 35.0) & (np.abs(lat) < P["cone_w"] + half_w_j) & heading_ok
         cone[ar, ar] = False
         mutual = cone & cone.T
@@ -487,7 +566,7 @@ class TrafficSim:
         # ----- gates (reservations) -----
         if self.has_gates:
             self._gates(idx, s, v, L, typ, same_lane_ahead, signal_now, to_red)
-            gs0 = P["gate_s0"]
+            gs0 = self.gate_s0[idx]  # (not the cached copy: a passed gate may have just handed over to the next)
             gated = (~self.granted[idx]) & (gs0 < INF) & (~self.passed[idx])
             g_stop = np.where(gated, gs0 - s - P["front"], INF)  # [n] gap to the stop line
         else:
@@ -508,6 +587,8 @@ class TrafficSim:
         noise = self.noise[idx] * 0.85 + self.rng.standard_normal(n) * 0.53
         self.noise[idx] = noise
         acc = np.clip(acc_free + acc_int + P["sigma"] * noise, -9.0, P["a_max"])  # [n]
+        if self.pull_out_spots:
+            acc = np.where(self.held[idx], 0.0, acc)  # parked until it pulls out
 
         # ----- integrate exactly at constant acceleration (stopping inside the step) -----
         t_stop = np.where(acc < 0, np.minimum(DT_SIM, v / np.maximum(-acc, 1e-9)), DT_SIM)  # [n]
@@ -523,11 +604,13 @@ class TrafficSim:
                 self.log_v[ii, li] = np.maximum(0.0, v + acc * tj)[ok]
                 self.log_valid[ii, li] = True
                 self.ever_logged[ii] = True
+                if self.lc_on:
+                    self.log_xy[ii, li], self.log_h[ii, li] = self._pose(ii, sj[ok])
         ts = t_stop
         self.s[idx] = s + v * ts + 0.5 * acc * ts * ts
         self.v[idx] = np.maximum(0.0, v + acc * ts)
-        if gated.any():
-            conn = P["conn"]
+        if gated.any() and self.n_conn > 0:
+            conn = self.conn[idx]
             near = gated & (conn >= 0) & self.conn_stop[np.maximum(conn, 0)] & (self.v[idx] < 0.3) & (g_stop < 4.0)
             self.stopped_t[idx[near]] += DT_SIM
 
@@ -553,11 +636,18 @@ class TrafficSim:
     def _release(self, i: int) -> None:
         if self.granted[i] and not self.passed[i]:
             if self.type[i] == PED:
-                self.cw_busy[self.cw[i]] -= 1
+                if self.cw[i] >= 0:
+                    self.cw_busy[self.cw[i]] -= 1
             else:
                 self.holders[self.conn[i]] -= 1
         self.passed[i] = True
         self.granted[i] = False
+        if self.next_gates[i]:  # a route through several junctions: the next gate applies
+            conn, s0, length = self.next_gates[i].pop(0)
+            self.conn[i], self.gate_s0[i], self.gate_s1[i] = conn, s0, s0 + length + self.L[i] / 2 + 1.0
+            self.passed[i] = False
+            self.stopped_t[i] = 0.0
+            self._ver += 1  # the cached per-agent gate constants change
 
     def _gates(self, idx, s, v, L, typ, same_lane_ahead, signal_now, to_red) -> None:
         gate_s0, gate_s1 = self.gate_s0[idx], self.gate_s1[idx]
@@ -586,6 +676,10 @@ class TrafficSim:
                 self.holders[self.conn[i]] -= 1
         # walkers waiting at a crosswalk (vehicles yield to them)
         ped_wait = pending & is_ped & ~self.granted[idx] & (dist < 1.5)
+        if self.jay_paths:
+            jay = self.jay[idx]
+            self._jaywalkers(idx, ped_wait & jay, s, v)
+            ped_wait &= ~jay
         cw_wait = np.zeros(self.n_cw, bool)  # [n_cw]
         cw_wait[self.cw[idx[ped_wait]]] = True
         for i in idx[ped_wait]:
@@ -628,14 +722,237 @@ class TrafficSim:
             cws = self.conn_cws[c]
             if cws.size and ((self.cw_busy[cws] > 0).any() or cw_wait[cws].any()):
                 continue
-            hp = self.rm.conflicts[c][w_conn] & (w_prio > self.conn_prio[c]) & w_go & (w_eta < self.gap_t[i])
+            gap_t = self.gap_t[i]
+            if self.cfg.gap_jitter > 0:  # gap acceptance redrawn at every decision (hidden randomness)
+                gap_t *= 1.0 + self.cfg.gap_jitter * (2.0 * self.rng.random() - 1.0)
+            hp = self.rm.conflicts[c][w_conn] & (w_prio > self.conn_prio[c]) & w_go & (w_eta < gap_t)
             if hp.any():
                 continue
             self.granted[i] = True
             self.holders[c] += 1
 
+    def _jaywalkers(self, idx, waiting, s, v) -> None:
+        """Walkers at the curb of a crossing outside a crosswalk go when every vehicle heading for
+        the crossing can still stop comfortably after 3/4 of their (per-decision jittered) accepted
+        gap, and none stands on it; vehicles then yield to them like to any walker ahead."""
+        if not waiting.any():
+            return
+        veh = np.flatnonzero(~(self.type[idx] == PED))  # rows of idx
+        if veh.size == 0:
+            for li in np.flatnonzero(waiting):
+                self.granted[idx[li]] = True
+            return
+        pv, hv = self._pose(idx[veh])  # [m, 2], [m]
+        dirv = np.stack([np.cos(hv), np.sin(hv)], 1)  # [m, 2]
+        for li in np.flatnonzero(waiting):
+            i = int(idx[li])
+            m = self.bank.meta[self._path_of(i)]
+            # the crossing: from the curb (gate_s0) to the far curb (gate_s1) along the walker's path
+            g = self.path_off[i]
+            a = self.bank.XY[g + int(self.gate_s0[i] / PATH_DS)]
+            b = self.bank.XY[g + min(int(self.gate_s1[i] / PATH_DS), self.path_n[i] - 1)]
+            c, half = 0.5 * (a + b), 0.5 * float(np.linalg.norm(b - a)) + 1.0
+            rel = c[None] - pv  # [m, 2]
+            lon = (rel * dirv).sum(1)
+            lat = np.abs(rel[:, 0] * dirv[:, 1] - rel[:, 1] * dirv[:, 0])
+            gap = self.gap_t[i] * (1.0 + self.cfg.gap_jitter * (2.0 * self.rng.random() - 1.0))
+            # far enough to stop comfortably for the walker (they yield to walkers in their corridor)
+            vv = v[veh]
+            reach = vv * 0.75 * gap + vv * vv / (2 * 2.5) + self.L[idx[veh]] / 2 + 4.0
+            blocking = (lat < half) & (lon > -self.L[idx[veh]] / 2 - 2.0) & (lon < reach)
+            if not blocking.any():
+                self.granted[i] = True
+
+    # ------------------------------------------------------------------ lane changes
+    def _parallel_lanes(self) -> dict[int, list[int]]:
+        """Lane index -> indices of the non-gated lanes beside it in the same direction (2.5-4.8 m)."""
+        lanes = self.rm.lanes
+        out: dict[int, list[int]] = {}
+        for a, la in enumerate(lanes):
+            if la.connector >= 0 or la.length < 40.0:
+                continue
+            pa = la.pts[len(la.pts) // 2]
+            da = la.pts[min(len(la.pts) - 1, len(la.pts) // 2 + 1)] - la.pts[max(0, len(la.pts) // 2 - 1)]
+            da = da / (np.linalg.norm(da) + 1e-9)
+            for b, lb in enumerate(lanes):
+                if b == a or lb.connector >= 0 or lb.length < 40.0:
+                    continue
+                d = np.linalg.norm(lb.pts - pa, axis=1)
+                k = int(d.argmin())
+                if not (2.5 < d[k] < 4.8) or k in (0, len(lb.pts) - 1):
+                    continue
+                db = lb.pts[min(len(lb.pts) - 1, k + 1)] - lb.pts[max(0, k - 1)]
+                if float(np.dot(da, db / (np.linalg.norm(db) + 1e-9))) > 0.97:
+                    out.setdefault(a, []).append(b)
+        return out
+
+    def _lane_changes(self) -> None:
+        """Discretionary lane changes: each vehicle with a parallel lane, not changing lanes and
+        not about to need a junction reservation, changes with probability rate x DT_SIM (rate by
+        style, x3 when held up below 70 % of its desired speed), when the gaps to the leader and
+        the follower in the target lane are safe."""
+        n = self.n_used
+        live = np.flatnonzero(self.alive[:n] & (self.type[:n] == VEH))
+        if live.size == 0:
+            return
+        s, v = self.s[live], self.v[live]
+        k_cur = (self.C[live] <= s[:, None]).sum(1) - 1  # [m]
+        lane = self.R[live, np.maximum(k_cur, 0)]
+        idle = s > self.lc_s0[live] + self.lc_len[live]
+        gate_far = (~self.granted[live]) & ((self.gate_s0[live] - s > 40.0) | self.passed[live] | ~np.isfinite(self.gate_s0[live]))
+        has_nb = np.array([int(ln) in self.neighbours for ln in lane], bool)
+        cand = idle & gate_far & has_nb & (v > 3.0) & (k_cur >= 0)
+        if not cand.any():
+            return
+        rate = self.cfg.lane_change_rate * np.array([0.4, 1.0, 2.2])[self.style[live]]
+        slow = v < 0.7 * self.lim[live, 0] * self.v0f[live]
+        go = cand & (self.rng.random(live.size) < rate * np.where(slow, 3.0, 1.0) * DT_SIM)
+        for r in np.flatnonzero(go):
+            self._try_lane_change(int(live[r]), int(lane[r]))
+
+    def _try_lane_change(self, i: int, lane_idx: int) -> None:
+        rng, rm = self.rng, self.rm
+        nb = self.neighbours[lane_idx][int(rng.integers(len(self.neighbours[lane_idx])))]
+        routes = rm.routes_from(rm.lanes[nb].id)
+        path = self.route_path[routes[int(rng.integers(len(routes)))]]
+        m = self.bank.meta[path]
+        pos, _ = self._pose(np.array([i]))
+        pts = self.bank.xy[path]
+        j = int(np.linalg.norm(pts - pos[0], axis=1).argmin())
+        s_new = j * PATH_DS
+        v = self.v[i]
+        if not (5.0 < s_new < m["length"] - max(30.0, 4.0 * v)) or s_new > m["gate_s0"] - 40.0:
+            return
+        q = pts[j]
+        dq = self.bank.head[path][j]
+        dirq = np.array([math.cos(dq), math.sin(dq)])
+        others = np.flatnonzero(self.alive[: self.n_used])
+        others = others[others != i]
+        if others.size:
+            po, ho = self._pose(others)
+            rel = po - q
+            lon = rel @ dirq
+            lat = rel[:, 0] * dirq[1] * -1.0 + rel[:, 1] * dirq[0]
+            same = (np.abs(lat) < 2.2) & (np.cos(ho - dq) > 0.8)
+            half = 0.5 * (self.L[others] + self.L[i])
+            ahead = same & (lon > 0)
+            if ahead.any():
+                jj = np.flatnonzero(ahead)[lon[ahead].argmin()]
+                if lon[jj] - half[jj] < 3.0 + 0.6 * v + 1.5 * max(0.0, v - self.v[others[jj]]):
+                    return
+            behind = same & (lon <= 0)
+            if behind.any():
+                jj = np.flatnonzero(behind)[lon[behind].argmax()]
+                vb = self.v[others[jj]]
+                if -lon[jj] - half[jj] < 3.0 + 0.9 * vb + 2.0 * max(0.0, vb - v):
+                    return
+            walkers = (self.type[others] == PED) & (np.abs(lat) < 3.0) & (lon > -3.0) & (lon < 30.0 + 2.0 * v)
+            if walkers.any():
+                return
+        # switch to the new route; the lateral offset between the two lanes fades out
+        k = len(m["lanes"])
+        self.path_off[i], self.path_n[i], self.path_len[i] = m["off"], m["n"], m["length"]
+        self.R[i] = -1
+        self.C[i] = INF
+        self.R[i, :k] = m["lanes"]
+        self.C[i, :k] = m["starts"]
+        self.lim[i, :k] = m["limits"]
+        self.lim[i, k:] = m["limits"][-1]
+        self.conn[i] = m["conn"]
+        self.gate_s0[i] = m["gate_s0"]
+        self.gate_s1[i] = m["gate_s0"] + m["gate_len"] + self.L[i] / 2 + 1.0
+        self.next_gates[i] = list(m.get("more_gates", ()))
+        self.granted[i] = self.passed[i] = False
+        self.stopped_t[i] = 0.0
+        self.s[i] = s_new
+        self.lc_s0[i], self.lc_len[i], self.lc_shift[i] = s_new, max(25.0, 4.0 * v), 0.0
+        base, _ = self._pose(np.array([i]))
+        d = pos[0] - base[0]
+        self.lc_shift[i] = -d[0] * dirq[1] + d[1] * dirq[0]  # left of the new path: +
+        self._ver += 1
+
+    # ------------------------------------------------------------------ pulling out of parking
+    def _place_pull_out(self, spot) -> None:
+        """A vehicle parked on `spot` (centre, heading, length) that will pull out into the lane
+        beside it: an agent on that lane's route, held still, offset sideways onto the spot."""
+        xy, hd, _ = spot
+        rm, rng = self.rm, self.rng
+        best, best_d = None, 6.0
+        for lane in rm.lanes:
+            if lane.connector >= 0 or not lane.rightmost:
+                continue
+            d = np.linalg.norm(lane.pts - xy, axis=1)
+            k = int(d.argmin())
+            seg = lane.pts[min(k + 1, len(lane.pts) - 1)] - lane.pts[max(k - 1, 0)]
+            if d[k] < best_d and math.cos(math.atan2(seg[1], seg[0]) - hd) > 0.9:
+                best, best_d = lane, float(d[k])
+        if best is None:
+            return
+        routes = rm.routes_from(best.id)
+        path = self.route_path[routes[int(rng.integers(len(routes)))]]
+        m = self.bank.meta[path]
+        j = int(np.linalg.norm(self.bank.xy[path] - xy, axis=1).argmin())
+        s0 = j * PATH_DS
+        if not (5.0 < s0 < min(m["length"] - 40.0, m["gate_s0"] - 25.0)):
+            return
+        i = self._new_agent(VEH, path, s0, 0.0)
+        if i is None:
+            return
+        self.lat[i] = 0.0
+        self.lc_s0[i], self.lc_len[i], self.lc_shift[i] = s0, 12.0, 0.0
+        base, _ = self._pose(np.array([i]))
+        h = self.bank.head[path][j]
+        d = xy - base[0]
+        self.lc_shift[i] = -d[0] * math.sin(h) + d[1] * math.cos(h)
+        self.held[i] = True
+        self.held_R[i] = self.R[i].copy()
+        self.R[i] = -1
+        self._ver += 1
+
+    def _pull_outs(self) -> None:
+        """Held vehicles pull out (rate ~0.1/s by style) when the lane behind them is clear for a
+        comfortable merge and nothing stands just ahead."""
+        held = np.flatnonzero(self.held[: self.n_used] & self.alive[: self.n_used])
+        if held.size == 0:
+            return
+        rate = 0.1 * np.array([0.5, 1.0, 2.0])[self.style[held]]
+        for i in held[self.rng.random(held.size) < rate * DT_SIM]:
+            i = int(i)
+            m_off = self.path_off[i]
+            j = int(min(self.s[i] / PATH_DS, self.path_n[i] - 1))
+            q, h = self.bank.XY[m_off + j], self.bank.H[m_off + j]
+            dirq = np.array([math.cos(h), math.sin(h)])
+            others = np.flatnonzero(self.alive[: self.n_used])
+            others = others[others != i]
+            if others.size:
+                po, ho = self._pose(others)
+                rel = po - q
+                lon = rel @ dirq
+                lat = -rel[:, 0] * dirq[1] + rel[:, 1] * dirq[0]
+                lane_band = (np.abs(lat) < 2.5) & (np.cos(ho - h) > 0.5)
+                vb = self.v[others]
+                behind = lane_band & (lon < 0) & (-lon < vb * 4.0 + 15.0)
+                ahead = (np.abs(lat) < 4.5) & (lon >= 0) & (lon < self.L[i] + 12.0)  # lane and parking strip: room to swing out
+                walker = (self.type[others] == PED) & (np.abs(lat) < 4.5) & (np.abs(lon) < 12.0)
+                if behind.any() or ahead.any() or walker.any():
+                    continue
+            if self.static_xy.shape[0]:
+                rel = self.static_xy - q
+                lon, lat = rel @ dirq, -rel[:, 0] * dirq[1] + rel[:, 1] * dirq[0]
+                if ((lon >= 0) & (lon < self.L[i] + 14.0) & (np.abs(lat) < 4.5)).any():
+                    continue  # a parked car just ahead: no room to swing out
+            self.held[i] = False
+            self.R[i] = self.held_R.pop(i)
+            self._ver += 1
+
+    def _path_of(self, i: int) -> int:
+        return int(np.searchsorted([mm["off"] for mm in self.bank.meta], self.path_off[i], side="right") - 1)
+
     # ------------------------------------------------------------------ run
-    def run(self, warmup_s: float) -> TrafficLog:
+    def run(self, warmup_s: float, fork_step: int = 10, on_fork=None) -> TrafficLog:
+        """Warm up for `warmup_s`, then log 91 steps. `on_fork(sim, k)` (optional) is called
+        after the spawns and before the motion of the decision step `k` that produces log step
+        `fork_step`: the oracle snapshots the simulation there."""
         rm = self.rm
         n_warm = int(round(warmup_s / DT_SIM)) * SUB  # warm-up in 10 Hz steps (multiple of SUB)
         n_dec = (n_warm + N_LOG + SUB - 1) // SUB  # decision steps
@@ -650,16 +967,53 @@ class TrafficSim:
                 to_red[:, ti] = nxt
         self.has_gates = self.n_conn > 0 or any(np.isfinite(m.get("gate_s0", math.inf)) for m in self.bank.meta)
         self._kk = np.arange(self.K)[None, None, :]  # [1, 1, K]
+        for spot in self.pull_out_spots:
+            self._place_pull_out(spot)
         self.place_initial(fill=min(1.0, max(0.8, (self.min_agents + 2) / self.n_target)))
+        self._sig, self._to_red, self._n_warm, self._n_dec = sig, to_red, n_warm, n_dec
+        k_fork = None
+        if on_fork is not None:  # the decision step whose sub-steps hold fork_step
+            k_fork = next(k for k in range(n_dec) if k * SUB - n_warm <= fork_step < (k + 1) * SUB - n_warm)
         for k in range(n_dec):
             self.spawn()
+            if k == k_fork:
+                on_fork(self, k)
+            self.advance(k, k + 1, spawn_first=False)
+        return self.collect()
+
+    def advance(self, k_from: int, k_to: int, spawn_first: bool = True) -> None:
+        """Run decision steps [k_from, k_to) (spawning new agents first unless `spawn_first=False`
+        for the first one, already spawned: the state a fork snapshot holds)."""
+        sig, to_red, n_warm = self._sig, self._to_red, self._n_warm
+        for k in range(k_from, k_to):
+            if spawn_first or k > k_from:
+                self.spawn()
             li = k * SUB - n_warm
             self.step(li if li > -SUB else None, sig[:, k] if sig is not None else None, to_red[:, k] if sig is not None else None)
+
+    def log_poses(self, slots: np.ndarray, steps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Logged poses of agent `slots` at log `steps`: xy [n, t, 2], heading [n, t], valid [n, t]
+        (positions of invalid steps are the path start; callers fill them)."""
+        if self.lc_on:
+            return self.log_xy[slots][:, steps], geo.wrap(self.log_h[slots][:, steps]), self.log_valid[slots][:, steps]
+        s = self.log_s[slots][:, steps]  # [n, t]
+        rows = np.repeat(slots, len(steps))
+        pos, hd = self._pose(rows, s.reshape(-1))
+        return pos.reshape(len(slots), len(steps), 2), geo.wrap(hd).reshape(len(slots), len(steps)), self.log_valid[slots][:, steps]
+
+    def collect(self) -> TrafficLog:
+        """The logged tracks (agents valid at some logged step, in slot order)."""
+        rm, n_warm = self.rm, self._n_warm
+        sig = self._sig
         keep = np.flatnonzero(self.log_valid[: self.n_used].any(1))  # [n_track]
+        self.kept_slots = keep
         valid = self.log_valid[keep]  # [n_track, 91]
         a_idx, t_idx = np.nonzero(valid)
         rows = keep[a_idx]
-        pos, hd = self._pose(rows, self.log_s[rows, t_idx])
+        if self.lc_on:
+            pos, hd = self.log_xy[rows, t_idx], self.log_h[rows, t_idx]
+        else:
+            pos, hd = self._pose(rows, self.log_s[rows, t_idx])
         spd = self.log_v[rows, t_idx]
         out = {k: np.zeros(valid.shape) for k in ("x", "y", "h", "vx", "vy")}  # each [n_track, 91]
         out["x"][a_idx, t_idx], out["y"][a_idx, t_idx] = pos[:, 0], pos[:, 1]

@@ -29,4 +29,4 @@ def build_layout(name: str, rng: np.random.Generator, n_target: int, config):
 
 
 # Register the built-in layouts (import for side effects).
-from smart_r1.data.synth.layouts import curved, intersection, straight, t_junction  # noqa: E402,F401
+from smart_r1.data.synth.layouts import curved, grid, intersection, on_ramp, roundabout, straight, t_junction  # noqa: E402,F401
