@@ -55,7 +55,13 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except ModuleNotFoundError as err:
+        if type(err).__name__ != "OfficialScorerMissing":  # smart_r1.metrics.official, not imported here
+            raise
+        print(f"smart-r1 {args.command}: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
