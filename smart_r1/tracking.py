@@ -57,6 +57,7 @@ _MAX_PARAM_LEN = 6000  # MLflow param value limit is 6000 chars
 _MAX_BATCH = 900  # MLflow log_batch limit is 1000 metrics
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"  # the MLflow 3 UI's model-training mode
+UI_MODE_QUERY = "workflowType=machine_learning"  # URL query: open the MLflow 3 UI in model-training mode
 CHAMPION_ALIAS = "champion"
 RUN_ID_TAG = "smart_r1.run_id"  # on model versions: the run that registered it (one version per run)
 
@@ -297,7 +298,9 @@ class MlflowTracker(Tracker):
         if not self.uri.startswith(("http://", "https://")):
             return None
         if self.run_id and self._experiment_id:
-            return f"{self.uri.rstrip('/')}/#/experiments/{self._experiment_id}/runs/{self.run_id}"
+            # MLflow >= 3.6 keeps the UI mode (GenAI / model training) per browser, default GenAI;
+            # the query opens the run in model-training mode (older UIs read the experiment tag).
+            return f"{self.uri.rstrip('/')}/#/experiments/{self._experiment_id}/runs/{self.run_id}?{UI_MODE_QUERY}"
         return self.uri
 
     # ------------------------------------------------------------------ background thread

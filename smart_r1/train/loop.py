@@ -26,6 +26,7 @@ and after each stage on `eval.n_scenes`), and the end-of-stage evaluation again 
 from __future__ import annotations
 
 import hashlib
+import warnings
 import json
 import math
 import time
@@ -398,7 +399,7 @@ class Trainer:
                 bar.set_postfix(loss=f"{metrics.get('loss', float('nan')):.4f}")
             self._steps_this_process += 1
             every = cfg.eval.every_n_steps if stage.eval_every_n_steps is None else stage.eval_every_n_steps
-            if every > 0 and state.step % every == 0 and state.step < total:
+            if every > 0 and state.step % every == 0 and state.step < total and self.val is not None and len(self.val) > 0:
                 self._validate(state.step, n_scenes=cfg.eval.during_stage_n_scenes or None)
             periodic = stage.checkpoint_every > 0 and state.step % stage.checkpoint_every == 0 and state.step < total
             if periodic:
@@ -415,7 +416,10 @@ class Trainer:
             self.tracker.log_metrics({f"eval/{stage.name}/{k}": v for k, v in ev.items()},
                                      step=self._global_step_offset + total)
         if cfg.eval.render_scenes > 0 and self.val is not None and len(self.val) > 0:
-            self._render_stage(stage_index)
+            try:
+                self._render_stage(stage_index)
+            except Exception as err:  # noqa: BLE001 - a picture must never end a training run
+                warnings.warn(f"stage {stage.name!r}: renders of the validation scenes failed: {err!r}", stacklevel=1)
         self.tracker.set_tags({f"stage.{stage_index}": stage_tag(stage, first, first + total, "done")})
         self._global_step_offset += total
         ck = self._checkpoint(state, objective, stage_index, total, True)

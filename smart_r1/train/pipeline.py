@@ -245,6 +245,12 @@ def run_pipeline(cfg: TrainConfig, resume: bool = False, out_dir: str | Path | N
     try:
         result = trainer.run(resume=resume)
         if not result.stopped_early:
+            if result.evaluations and tracker is not None:
+                # The run's description in the MLflow UI (markdown): the schedule and its evaluation table.
+                schedule = " -> ".join(f"{s.name} ({s.objective})" for s in cfg.stages)
+                tracker.set_tags({"mlflow.note.content": f"SMART-R1 schedule {schedule}, model preset "
+                                  f"`{cfg.model.preset}`; held-out evaluation after each stage:\n\n"
+                                  f"{results_table(result.evaluations)}\n"})
             log_policy_model(cfg, model, data.vocab_dir, result, tracker, out, train_split=data.train)
     finally:
         if own_tracker and tracker is not None:

@@ -66,6 +66,7 @@ def test_training_run_is_readable_and_registers_a_loadable_model(tmp_path, mlflo
     val_steps = sorted(m.step for m in client.get_metric_history(run_id, "val/metametric"))
     assert val_steps[:2] == [1, 2] and val_steps[-1] == 3, val_steps
     assert "eval/rft/metametric" in keys
+    assert "| rft |" in run.data.tags["mlflow.note.content"]  # the run description: the evaluation table
 
     # The same validation scene rendered after each stage.
     renders = {stage: sorted(f.path.rsplit("/", 1)[1] for f in client.list_artifacts(run_id, f"renders/{stage}"))
