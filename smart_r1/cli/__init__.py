@@ -58,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except ModuleNotFoundError as err:
-        if type(err).__name__ != "OfficialScorerMissing":  # smart_r1.metrics.official, not imported here
+        # install errors that carry the fix (smart_r1.metrics.official / smart_r1.data.protos, not imported here)
+        if type(err).__name__ not in ("OfficialScorerMissing", "WomdProtosMissing"):
             raise
         print(f"smart-r1 {args.command}: {err}", file=sys.stderr)
         return 2

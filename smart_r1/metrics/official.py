@@ -33,6 +33,7 @@ import time
 import weakref
 from pathlib import Path
 
+from smart_r1.data.protos import NODEPS_REQUIREMENTS, nodeps_wheels
 from smart_r1.metrics.base import LIKELIHOOD_FIELDS, METRIC_WEIGHTS, MetricBackend, SceneScores, register_backend
 from smart_r1.metrics.submission import (
     N_ROLLOUT_OFFICIAL,
@@ -69,17 +70,10 @@ OFFICIAL_MODULES = {
     "tf_keras": "the --no-deps wheel tf-keras",
     "waymo_open_dataset": "the --no-deps wheel waymo-open-dataset-tf-2-12-0",
 }
-NODEPS_REQUIREMENTS = Path(__file__).with_name("requirements-official-nodeps.txt")
 
 
 class OfficialScorerMissing(ModuleNotFoundError):
     """The official scorer's packages are not installed; the message gives the install commands."""
-
-
-def nodeps_wheels() -> list[str]:
-    """The pinned wheels installed with --no-deps (e.g. `waymo-open-dataset-tf-2-12-0==1.6.7`)."""
-    lines = NODEPS_REQUIREMENTS.read_text().splitlines()
-    return [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
 
 
 def official_install_hint(missing: list[str] | None = None) -> str:

@@ -59,3 +59,13 @@ def test_official_scorer_missing_names_both_wheels_and_the_command(monkeypatch):
     assert type(err.value).__name__ == "OfficialScorerMissing"
     assert "pip install --no-deps tf-keras==2.21.0 waymo-open-dataset-tf-2-12-0==1.6.7" in msg
     assert "smart-r1[official]" in msg and "waymo_open_dataset" in msg
+
+
+def test_missing_womd_protos_names_the_wheel_and_the_command(monkeypatch):
+    from smart_r1.data import convert
+
+    monkeypatch.setitem(sys.modules, "waymo_open_dataset.protos", None)  # as if the --no-deps wheel were absent
+    with pytest.raises(ModuleNotFoundError) as err:
+        convert._scenario_pb2()
+    assert type(err.value).__name__ == "WomdProtosMissing"
+    assert "pip install --no-deps tf-keras==2.21.0 waymo-open-dataset-tf-2-12-0==1.6.7" in str(err.value)
