@@ -5,7 +5,8 @@
 PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements-nodeps.txt | sha1sum | cut -c1-12)
+NODEPS := requirements-nodeps.txt smart_r1/metrics/requirements-official-nodeps.txt
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml setup.py $(NODEPS) | sha1sum | cut -c1-12)
 export RAY_USAGE_STATS_ENABLED := 0
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
@@ -19,10 +20,10 @@ SYSDEPS := chromium libtcmalloc-minimal4
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml requirements-nodeps.txt
+$(STAMP): pyproject.toml setup.py $(NODEPS)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,official]'
 	$(BIN)/pip install -q --no-deps -r requirements-nodeps.txt
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)

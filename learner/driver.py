@@ -9,7 +9,8 @@
    is printed. On `--resume` the MLflow run id stored in the last checkpoint is reused, so the
    resumed job continues the same run. Params: the resolved config + git commit; tags: mode,
    Ray address; artifacts: checkpoints (by the training loop), vocabulary, evaluation table;
-   the final model is registered in the model registry.
+   the final policy is logged as an MLflow pyfunc model and registered (by the library pipeline,
+   `smart_r1.train.pipeline.log_policy_model`).
 3. The library pipeline (`smart_r1.train.pipeline.run_pipeline`) runs unchanged in this
    process (the learner); RL stages' experience collection is distributed over rollout actors
    and the scorer pool (`learner.smart_collect`). Runtime sizes come from the `runtime:`
@@ -139,9 +140,6 @@ def run_distributed(cfg, resume: bool = False, address: str | None = None, runti
             for name in ("evaluation.md", "evaluation.json", "config.resolved.json"):
                 if (out / name).exists():
                     tracker.log_artifact(out / name, artifact_path="results")
-            if not result.stopped_early and last_checkpoint(out) is not None:
-                tracker.log_artifact(last_checkpoint(out), artifact_path="model")
-                tracker.register_model(f"{cfg.tracking.experiment}-policy", f"model/{last_checkpoint(out).name}")
             print(f"MLflow run: {tracker.dashboard_url}", flush=True)
         return result
     finally:

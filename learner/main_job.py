@@ -35,7 +35,8 @@ def _preprocess_on_ray(cfg, out: Path, address: str | None) -> None:
 
 
 def _render_and_log(cfg, out: Path, tracker) -> list[Path]:
-    """Render the first validation scenes with the final checkpoint; log them to the run."""
+    """Render the first validation scenes with the final checkpoint (grid + GIFs); log them to the
+    run under `renders/final` (the per-stage grids are `renders/<index>_<stage>/`, by the loop)."""
     from smart_r1.data.cache import SceneCache
     from smart_r1.sim.simulate import simulate_scenes
     from smart_r1.train.checkpoint import last_checkpoint
@@ -55,7 +56,7 @@ def _render_and_log(cfg, out: Path, tracker) -> list[Path]:
         paths += render_scene_outputs(scene, ro, out / "renders", RenderConfig(frame_px=320), max_rollouts=2, gif=True)
     if tracker is not None:
         for p in paths:
-            tracker.log_artifact(p, artifact_path="renders")
+            tracker.log_artifact(p, artifact_path="renders/final")
     return paths
 
 

@@ -16,15 +16,29 @@ order, as soon as the server answers its health check again. A tracker built lat
 run id (resume) replays what an earlier process left in the buffer. Errors inside the thread are
 logged, never raised into training.
 
+What a run looks like (docs/runtime.md, "What MLflow shows"):
+- params: every resolved config value, flattened with list indices (`stages.2.params.beta`), never
+  cut (`flatten`);
+- metrics: finite numbers only (NaN / inf values are skipped, never logged), plus MLflow's
+  `system/...` metrics (CPU, memory, disk, network; GPU when `pynvml` is installed) sampled by a
+  `SystemMetricsMonitor` while the run is open (`system_metrics=False` turns it off);
+- the experiment carries `mlflow.experimentKind = custom_model_development`, so the MLflow 3 UI
+  opens it as a model-training experiment (runs, charts, models), not as a GenAI one;
+- `log_model(dir, ...)`: an MLflow model directory (e.g. `smart_r1.policy_model.save_policy_model`)
+  becomes a logged model of the run with its metrics, a registered model version with a
+  description, and the `champion` alias when its metric beats the current champion's. A run
+  registers at most one version per registered model (a resumed run re-sending it is skipped).
+
 `make_tracker` accepts a tracking URI string, or a config (dict / object) holding a `tracking`
-section: `{uri, experiment, run_name, enabled, buffer_dir}`; with no URI configured and no
-`MLFLOW_TRACKING_URI` in the environment it returns a `NullTracker`. This module imports no Ray.
+section: `{uri, experiment, run_name, enabled, buffer_dir, system_metrics}`; with no URI configured
+and no `MLFLOW_TRACKING_URI` in the environment it returns a `NullTracker`. This module imports no Ray.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import queue
 import shutil
@@ -41,6 +55,11 @@ log = logging.getLogger(__name__)
 DEFAULT_BUFFER_DIR = Path(os.environ.get("SMART_R1_TRACKING_BUFFER", ".smart_r1_runs/tracking_buffer"))
 _MAX_PARAM_LEN = 6000  # MLflow param value limit is 6000 chars
 _MAX_BATCH = 900  # MLflow log_batch limit is 1000 metrics
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"  # the MLflow 3 UI's model-training mode
+UI_MODE_QUERY = "workflowType=machine_learning"  # URL query: open the MLflow 3 UI in model-training mode
+CHAMPION_ALIAS = "champion"
+RUN_ID_TAG = "smart_r1.run_id"  # on model versions: the run that registered it (one version per run)
 
 
 class Tracker:
@@ -64,6 +83,15 @@ class Tracker:
     def register_model(self, name: str, artifact_path: str, tags: Mapping[str, Any] | None = None) -> None:
         """Register `runs:/<run>/<artifact_path>` (logged before with `log_artifact`) as a model version."""
 
+    def log_model(self, model_dir: str | os.PathLike, registered_name: str, metrics: Mapping[str, float] | None = None,
+                  description: str = "", champion_score: float | None = None,
+                  tags: Mapping[str, Any] | None = None, step: int = 0, name: str = "policy") -> None:
+        """Log the MLflow model saved in `model_dir` as a logged model of this run (`metrics`, run
+        metric names, re-logged at `step` linked to the model, are its model metrics) and register it
+        as a version of `registered_name` with `description`; the alias `champion` moves to it when
+        `champion_score` (higher is better, kept as the version tag `champion_score`) beats the
+        current champion's."""
+
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything queued so far has reached the server; False if still buffered."""
         return True
@@ -86,15 +114,22 @@ class NullTracker(Tracker):
     """Tracks nothing (tracking disabled or not configured)."""
 
 
-def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(d: Mapping[str, Any], prefix: str = "", lists: bool = True) -> dict[str, Any]:
+    """Nested mappings (and, with `lists`, lists: `stages.2.params.beta`) -> one level of dotted
+    keys. Empty containers stay as values (`freeze: []`) so every config field has a param."""
     out: dict[str, Any] = {}
-    for k, v in d.items():
+    items = enumerate(d) if isinstance(d, list) else d.items()
+    for k, v in items:
         key = f"{prefix}{k}"
-        if isinstance(v, Mapping):
-            out.update(_flatten(v, key + "."))
+        if (isinstance(v, Mapping) or (lists and isinstance(v, list))) and len(v) > 0:
+            out.update(flatten(v, key + ".", lists))
         else:
             out[key] = v
     return out
+
+
+def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    return flatten(d, prefix, lists=False)
 
 
 def _server_up(uri: str, timeout: float = 2.0) -> bool:
@@ -120,6 +155,8 @@ class MlflowTracker(Tracker):
         buffer_dir: str | os.PathLike | None = None,
         retry_interval: float = 2.0,
         tags: Mapping[str, Any] | None = None,
+        system_metrics: bool = True,
+        system_metrics_interval: float = 5.0,
     ):
         # Fail fast on a dead server (the default retries back off for minutes); the buffer covers it.
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
@@ -148,6 +185,10 @@ class MlflowTracker(Tracker):
         self.n_buffered = 0  # records written to the disk buffer (for tests / reports)
         self.n_sent = 0
         self.n_dropped = 0  # records the server rejected (bad values), logged and skipped
+        self.n_skipped_nonfinite = 0  # NaN / inf metric values never sent
+        self.system_metrics = bool(system_metrics)
+        self.system_metrics_interval = float(system_metrics_interval)
+        self._system_monitor = None
         if tags:
             self.set_tags(tags)
         self._thread = threading.Thread(target=self._run, name="smart-r1-tracker", daemon=True)
@@ -164,7 +205,12 @@ class MlflowTracker(Tracker):
             self._queue.put({"kind": kind, "seq": self._seq, **payload})
 
     def log_params(self, params: Mapping[str, Any]) -> None:
-        flat = {k: str(v)[:_MAX_PARAM_LEN] for k, v in _flatten(params).items()}
+        flat = {}
+        for k, v in flatten(params).items():
+            text = str(v)
+            if len(text) > _MAX_PARAM_LEN:  # MLflow's hard limit; only free text can reach it
+                log.warning("tracker: param %r is %d chars, over MLflow's %d; cut", k, len(text), _MAX_PARAM_LEN)
+            flat[k] = text[:_MAX_PARAM_LEN]
         self._put("params", {"params": flat})
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
@@ -172,10 +218,17 @@ class MlflowTracker(Tracker):
         vals = {}
         for k, v in _flatten(metrics).items():
             try:
-                vals[k] = float(v)
+                x = float(v)
             except (TypeError, ValueError):
                 log.warning("tracker: metric %r is not a number (%r); skipped", k, v)
-        self._put("metrics", {"metrics": vals, "step": int(step or 0), "ts": ts})
+                continue
+            if not math.isfinite(x):  # an undefined value is left out, never logged as NaN
+                self.n_skipped_nonfinite += 1
+                log.debug("tracker: metric %r is %r at step %s; not logged", k, x, step)
+                continue
+            vals[k] = x
+        if vals:
+            self._put("metrics", {"metrics": vals, "step": int(step or 0), "ts": ts})
 
     def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
         path = Path(path)
@@ -197,6 +250,21 @@ class MlflowTracker(Tracker):
     def register_model(self, name: str, artifact_path: str, tags: Mapping[str, Any] | None = None) -> None:
         self._put("register", {"name": name, "artifact_path": artifact_path, "tags": dict(tags or {})})
 
+    def log_model(self, model_dir: str | os.PathLike, registered_name: str, metrics: Mapping[str, float] | None = None,
+                  description: str = "", champion_score: float | None = None,
+                  tags: Mapping[str, Any] | None = None, step: int = 0, name: str = "policy") -> None:
+        model_dir = Path(model_dir)
+        if not (model_dir / "MLmodel").exists():
+            raise ValueError(f"log_model: {model_dir} is not an MLflow model directory (no MLmodel file)")
+        snap = self.buffer_dir / f"{self._key}.artifacts" / uuid.uuid4().hex[:8] / model_dir.name
+        shutil.copytree(model_dir, snap)
+        finite = {k: float(v) for k, v in (metrics or {}).items() if isinstance(v, (int, float)) and math.isfinite(v)}
+        self._put("model", {"path": str(snap), "registered_name": registered_name, "name": name, "metrics": finite,
+                            "description": description,
+                            "champion_score": None if champion_score is None or not math.isfinite(champion_score)
+                            else float(champion_score), "tags": {k: str(v) for k, v in (tags or {}).items()},
+                            "step": int(step), "ts": int(time.time() * 1000)})
+
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until the queue is drained and the disk buffer replayed. False on timeout."""
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -213,6 +281,7 @@ class MlflowTracker(Tracker):
     def close(self, timeout: float | None = 30.0, status: str = "FINISHED") -> None:
         if self._closed:
             return
+        self._stop_system_metrics()
         self._put("end", {"status": status})
         self._closed = True
         ok = self.flush(timeout)
@@ -229,10 +298,37 @@ class MlflowTracker(Tracker):
         if not self.uri.startswith(("http://", "https://")):
             return None
         if self.run_id and self._experiment_id:
-            return f"{self.uri.rstrip('/')}/#/experiments/{self._experiment_id}/runs/{self.run_id}"
+            # MLflow >= 3.6 keeps the UI mode (GenAI / model training) per browser, default GenAI;
+            # the query opens the run in model-training mode (older UIs read the experiment tag).
+            return f"{self.uri.rstrip('/')}/#/experiments/{self._experiment_id}/runs/{self.run_id}?{UI_MODE_QUERY}"
         return self.uri
 
     # ------------------------------------------------------------------ background thread
+    def _start_system_metrics(self) -> None:
+        if not self.system_metrics or self._closed:
+            return
+        if self._system_monitor is not None and self._system_monitor._process is not None \
+                and self._system_monitor._process.is_alive():
+            return
+        try:
+            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+            # resume_logging: continue the `system/...` step axis of a resumed (or reconnected) run
+            self._system_monitor = SystemMetricsMonitor(self.run_id, sampling_interval=self.system_metrics_interval,
+                                                        resume_logging=True, tracking_uri=self.uri)
+            self._system_monitor.start()
+        except Exception as err:  # noqa: BLE001 - monitoring is optional, never fatal
+            log.warning("tracker: system metrics not logged (%s)", err)
+            self._system_monitor = None
+
+    def _stop_system_metrics(self) -> None:
+        mon, self._system_monitor = self._system_monitor, None
+        if mon is not None:
+            try:
+                mon.finish()
+            except Exception as err:  # noqa: BLE001
+                log.info("tracker: stopping system metrics: %s", err)
+
     def _pending_count(self) -> int:
         if not self._buffer_path.exists():
             return 0
@@ -260,7 +356,10 @@ class MlflowTracker(Tracker):
             self.run_id = self._resume_run_id
         else:
             exp = client.get_experiment_by_name(self.experiment)
-            self._experiment_id = exp.experiment_id if exp else client.create_experiment(self.experiment)
+            self._experiment_id = exp.experiment_id if exp else client.create_experiment(
+                self.experiment, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+            if exp is not None and exp.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+                client.set_experiment_tag(self._experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
             run = client.create_run(self._experiment_id, run_name=self.run_name)
             self.run_id = run.info.run_id
             # Re-key the buffer to the run id so a resumed tracker finds it.
@@ -269,6 +368,7 @@ class MlflowTracker(Tracker):
                 self._buffer_path.rename(new_path)
             self._buffer_path = new_path
         self._client = client
+        self._start_system_metrics()
 
     def _send(self, rec: dict) -> None:
         from mlflow.entities import Metric, Param, RunTag
@@ -303,8 +403,12 @@ class MlflowTracker(Tracker):
                     client.create_registered_model(name)
                 except MlflowException:
                     pass  # already exists
-                source = f"{client.get_run(run_id).info.artifact_uri.rstrip('/')}/{rec['artifact_path']}"
-                client.create_model_version(name, source=source, run_id=run_id, tags=rec.get("tags") or None)
+                if self._version_of_run(name) is None:
+                    source = f"{client.get_run(run_id).info.artifact_uri.rstrip('/')}/{rec['artifact_path']}"
+                    client.create_model_version(name, source=source, run_id=run_id,
+                                                tags={RUN_ID_TAG: run_id, **(rec.get("tags") or {})})
+            elif kind == "model":
+                self._send_model(rec)
             elif kind == "end":
                 client.set_terminated(run_id, status=rec["status"])
             self.n_sent += 1
@@ -315,6 +419,51 @@ class MlflowTracker(Tracker):
                 raise ConnectionError(str(err)) from err
             self.n_dropped += 1
             log.warning("tracker: MLflow rejected %s record (seq %s): %s", kind, rec.get("seq"), err)
+
+    def _version_of_run(self, name: str):
+        """The version of registered model `name` this run registered already (resume), or None."""
+        for mv in self._client.search_model_versions(f"name='{name}'"):
+            if mv.run_id == self.run_id or (mv.tags or {}).get(RUN_ID_TAG) == self.run_id:
+                return mv
+        return None
+
+    def _send_model(self, rec: dict) -> None:
+        from mlflow.entities import LoggedModelOutput, Metric
+        from mlflow.exceptions import MlflowException
+
+        client, run_id, name = self._client, self.run_id, rec["registered_name"]
+        p = Path(rec["path"])
+        if self._version_of_run(name) is not None:
+            log.info("tracker: run %s already registered a version of %s; not registering again", run_id, name)
+            shutil.rmtree(p.parent, ignore_errors=True)
+            return
+        model = client.create_logged_model(self._experiment_id, name=rec["name"], source_run_id=run_id,
+                                           tags=rec["tags"] or None)
+        client.log_model_artifacts(model.model_id, str(p))
+        client.finalize_logged_model(model.model_id, "READY")
+        client.log_outputs(run_id, [LoggedModelOutput(model.model_id, rec["step"])])
+        metrics = [Metric(k, v, rec["ts"], rec["step"], model_id=model.model_id) for k, v in rec["metrics"].items()]
+        if metrics:
+            client.log_batch(run_id, metrics=metrics, synchronous=True)
+        try:
+            client.create_registered_model(name, description=rec["description"] or None)
+        except MlflowException:
+            pass  # already exists
+        score = rec.get("champion_score")
+        tags = {RUN_ID_TAG: run_id, **rec["tags"]}
+        if score is not None:
+            tags["champion_score"] = repr(score)
+        mv = client.create_model_version(name, source=f"models:/{model.model_id}", run_id=run_id, tags=tags,
+                                         description=rec["description"] or None, model_id=model.model_id)
+        if score is not None:
+            try:
+                current = client.get_model_version_by_alias(name, CHAMPION_ALIAS)
+                best = float(current.tags.get("champion_score", "nan"))
+            except MlflowException:
+                best = float("nan")  # no champion yet
+            if not math.isfinite(best) or score > best:
+                client.set_registered_model_alias(name, CHAMPION_ALIAS, mv.version)
+        shutil.rmtree(p.parent, ignore_errors=True)
 
     def _replay_buffer(self) -> bool:
         """Send buffered records in order; keep the unsent tail on failure. True if emptied."""
@@ -443,4 +592,6 @@ def make_tracker(
         buffer_dir=buffer_dir or sec.get("buffer_dir"),
         retry_interval=float(sec.get("retry_interval", 2.0)),
         tags=tags,
+        system_metrics=bool(sec.get("system_metrics", True)),
+        system_metrics_interval=float(sec.get("system_metrics_interval", 5.0)),
     )

@@ -73,6 +73,12 @@ def main(argv: list[str] | None = None) -> int:
         command = " ".join(a for a in (args.command, getattr(args, "data_command", None)) if a)
         print(f"smart-r1 {command}: error: {one_line(err)} (--debug shows the traceback)", file=sys.stderr)
         return 2
+    except ModuleNotFoundError as err:
+        # install errors that carry the fix (smart_r1.metrics.official / smart_r1.data.protos, not imported here)
+        if debug or type(err).__name__ not in ("OfficialScorerMissing", "WomdProtosMissing"):
+            raise
+        print(f"smart-r1 {args.command}: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

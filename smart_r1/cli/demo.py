@@ -18,7 +18,8 @@ def register(subparsers) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--config", default="configs/cpu_demo.yaml", help="pipeline config (YAML)")
+    parser.add_argument("--config", default="cpu_demo",
+                        help="pipeline config: a shipped config name (cpu_demo, tiny_test, ...) or a YAML path")
     parser.add_argument("--out", default=".smart_r1_runs/demo", help="output directory")
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
     parser.add_argument("--no-ray", action="store_true", help="run every stage in this process (no Ray, no MLflow server)")

@@ -1,4 +1,8 @@
-"""`smart-r1 train --config configs/X.yaml [--resume] [--out DIR] [--set key=value ...]`
+"""`smart-r1 train --config NAME|PATH [--resume] [--out DIR] [--set key=value ...]`
+
+`--config cpu_demo` names a config shipped with smart-r1 (the repository's `configs/` folder, also
+installed inside the package), from any directory; a path (`configs/cpu_demo.yaml`,
+`my/run.yaml`) works as before.
 
 Runs the whole stage schedule of the config in this process (synthetic scenes -> cache ->
 vocabulary -> stages -> evaluation table); see docs/training.md.
@@ -17,7 +21,8 @@ def register(subparsers) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--config", required=True, help="training config (YAML), e.g. configs/cpu_demo.yaml")
+    p.add_argument("--config", required=True, help="training config: a shipped config name (cpu_demo, sft_rft_sft, "
+                        "ablations/rft_grpo, ...) or a YAML path")
     p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoints/last.pt")
     p.add_argument("--out", default=None, help="output directory (default: the config's output_dir)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

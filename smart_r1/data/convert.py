@@ -66,14 +66,22 @@ class ScenarioParseError(InputError):
 
 
 def _scenario_pb2():
-    from waymo_open_dataset.protos import scenario_pb2
+    try:
+        from waymo_open_dataset.protos import scenario_pb2
+    except ModuleNotFoundError as err:
+        from smart_r1.data.protos import protos_missing
 
+        raise protos_missing(err) from err
     return scenario_pb2
 
 
 def _map_pb2():
-    from waymo_open_dataset.protos import map_pb2
+    try:
+        from waymo_open_dataset.protos import map_pb2
+    except ModuleNotFoundError as err:
+        from smart_r1.data.protos import protos_missing
 
+        raise protos_missing(err) from err
     return map_pb2
 
 

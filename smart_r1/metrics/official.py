@@ -34,6 +34,7 @@ import time
 import weakref
 from pathlib import Path
 
+from smart_r1.data.protos import NODEPS_REQUIREMENTS, nodeps_wheels
 from smart_r1.errors import NonFiniteInputError
 from smart_r1.metrics.base import LIKELIHOOD_FIELDS, METRIC_WEIGHTS, MetricBackend, SceneScores, register_backend
 from smart_r1.metrics.submission import (
@@ -62,13 +63,47 @@ class OfficialScorerError(RuntimeError):
 # ----------------------------------------------------------------------------------------------
 
 
+# What the official scorer imports (module -> where it comes from) and the file listing the two
+# wheels installed with --no-deps (shipped in the package).
+OFFICIAL_MODULES = {
+    "tensorflow": "the `official` extra (tensorflow-cpu)",
+    "tensorflow_probability": "the `official` extra (tensorflow-probability)",
+    "sklearn": "the `official` extra (scikit-learn)",
+    "tf_keras": "the --no-deps wheel tf-keras",
+    "waymo_open_dataset": "the --no-deps wheel waymo-open-dataset-tf-2-12-0",
+}
+
+
+class OfficialScorerMissing(ModuleNotFoundError):
+    """The official scorer's packages are not installed; the message gives the install commands."""
+
+
+def official_install_hint(missing: list[str] | None = None) -> str:
+    wheels = " ".join(nodeps_wheels())
+    what = ", ".join(f"{m} ({OFFICIAL_MODULES.get(m, '?')})" for m in (missing or [])) or "its packages"
+    return (
+        f"the official WOSAC scorer cannot run: not installed: {what}. Install the `official` extra and "
+        f"then its two wheels without their dependencies (their pins conflict with torch / ray):\n"
+        f"    pip install 'smart-r1[official]' && pip install --no-deps {wheels}\n"
+        f"(from a checkout: pip install -e '.[official]' && pip install --no-deps -r requirements-nodeps.txt; "
+        f"the list is {NODEPS_REQUIREMENTS}). See docs/official_metrics.md."
+    )
+
+
+def check_official_installed() -> None:
+    """Raise `OfficialScorerMissing` (naming both --no-deps wheels and the command) if any module
+    the official scorer imports is missing; imports nothing."""
+    missing = [m for m in OFFICIAL_MODULES if importlib.util.find_spec(m) is None]
+    if missing:
+        raise OfficialScorerMissing(official_install_hint(missing))
+
+
 def official_metrics_dir() -> Path:
     """Directory of the installed `waymo_open_dataset.wdl_limited.sim_agents_metrics` (no import)."""
+    check_official_installed()
     spec = importlib.util.find_spec("waymo_open_dataset")
     if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError(
-            "waymo_open_dataset is not installed (pip install --no-deps waymo-open-dataset-tf-2-12-0==1.6.7)"
-        )
+        raise OfficialScorerMissing(official_install_hint(["waymo_open_dataset"]))
     for root in spec.submodule_search_locations:
         d = Path(root) / "wdl_limited" / "sim_agents_metrics"
         if (d / "metrics.py").exists():
@@ -87,6 +122,7 @@ def config_path(config_year: int = 2025) -> Path:
 
 def load_config(config_year: int = 2025):
     """`SimAgentMetricsConfig` of the given challenge year, by absolute path (protobuf only)."""
+    check_official_installed()
     from google.protobuf import text_format
     from waymo_open_dataset.protos import sim_agents_metrics_pb2
 

@@ -326,7 +326,7 @@ def score_metrics(all_scores) -> dict[str, float]:
         out[f"realism/{k}"] = float(np.nanmean([s.likelihoods[k] for s in all_scores]))
     for k in all_scores[0].groups():
         out[f"realism/{k}"] = float(np.nanmean([s.groups()[k] for s in all_scores]))
-    out["realism/min_ade"] = float(np.nanmean([s.min_average_displacement_error for s in all_scores]))
+    out["realism/min_average_displacement_error"] = float(np.nanmean([s.min_average_displacement_error for s in all_scores]))
     return out
 
 

@@ -92,14 +92,16 @@ class MPO(RLObjective):
             adv = self.advantages(experience.rewards, experience.extras.get("reward_valid"))  # [R, n_scene]
         adv_tok = per_token_from_scene(adv.to(logp.device), experience.inputs.batch.agent_scene, logp.shape[-1])  # [R, n_agent, 16]
         loss, kl = mpo_loss(logp, logp_ref, adv_tok, mask, self.beta)
-        return loss, {
+        metrics = {
             "loss": float(loss.detach()),
             "kl": float(masked_mean(kl.detach(), mask)),
-            "alpha": self.alpha if self.alpha is not None else float("nan"),
             "advantage/mean": float(adv.mean()),
             "logp/mean": float(masked_mean(logp.detach(), mask)),
             "n_token": float(mask.sum()),
         }
+        if self.alpha is not None:  # undefined for advantages without a threshold (group_mean): not logged as NaN
+            metrics["alpha"] = float(self.alpha)
+        return loss, metrics
 
     def state_dict(self):
         return {"alpha": self.alpha}

@@ -7,8 +7,13 @@ naming the file and the field path, e.g. `configs/x.yaml: stages[2].lr: expected
     vocab:     {...VocabConfig fields..., map: {...MapConfig fields...}}
     model:     {preset: cpu-demo, overrides: {}}
     stages:    [{name, objective, epochs | steps, lr, params, freeze, ...}, ...]
-    eval:      {n_scenes, n_rollout, sampler, sampler_params, backend, every_stage}
-    tracking:  {uri, experiment, run_name, enabled}
+    eval:      {n_scenes, n_rollout, sampler, sampler_params, backend, after_each_stage, every_n_steps,
+                during_stage_n_scenes, render_scenes}
+    tracking:  {uri, experiment, run_name, enabled, system_metrics, register_model, model_name}
+
+`load_config("cpu_demo")` also takes a config *name*: the file of that name in the repository's
+`configs/` folder, or (installed from a wheel) the copy shipped inside the package
+(`smart_r1/configs/`); `config_names()` lists them.
 
 A config may `include:` another file (path relative to itself) and override some of its keys
 (mappings merge recursively, a key written `key!:` replaces instead; lists such as `stages` are
@@ -72,6 +77,7 @@ class StageConfig:
     freeze: list = field(default_factory=list)  # parameter-name prefixes to freeze ("map_encoder", "embed")
     checkpoint_every: int = 0  # steps; 0 = only at the end of the stage
     update_epochs: int = 1  # optimiser passes per collected experience (PPO / GRPO style re-use)
+    eval_every_n_steps: int | None = None  # this stage's in-stage validation period (default: eval.every_n_steps)
 
 
 @dataclass
@@ -83,6 +89,15 @@ class EvalConfig:
     backend: str = "fast"
     after_each_stage: bool = True
     batch_size: int = 4
+    # Validation inside a stage too, every N optimiser steps (0 = only after each stage), so the
+    # realism curve (`val/...` metrics) has points during a stage; on `during_stage_n_scenes`
+    # scenes (0 = n_scenes) to keep it cheap.
+    every_n_steps: int = 0
+    during_stage_n_scenes: int = 0
+    # Render the first N validation scenes with the policy after every stage (PNG grids, logged
+    # as artifacts `renders/<index>_<stage>/`), the same scenes each time: compare stages by eye.
+    render_scenes: int = 0
+    render_rollouts: int = 2
 
 
 @dataclass
@@ -91,6 +106,9 @@ class TrackingConfig:
     uri: str | None = None
     experiment: str = "smart-r1"
     run_name: str | None = None
+    system_metrics: bool = True  # CPU / memory / disk / network (and GPU with pynvml) as `system/...` metrics
+    register_model: bool = True  # log the final policy as an MLflow pyfunc model and register it
+    model_name: str | None = None  # registered model name; default `<experiment>-policy`
 
 
 @dataclass
@@ -235,6 +253,10 @@ def _validate(cfg: TrainConfig, where: str) -> TrainConfig:
             get_objective(s.objective, **s.params)
         except (TypeError, ValueError, KeyError) as err:
             raise ConfigError(f"{p}.params: {err}") from None
+    if cfg.eval.every_n_steps < 0:
+        raise ConfigError(f"{where}eval.every_n_steps: must be >= 0, got {cfg.eval.every_n_steps}")
+    if cfg.eval.during_stage_n_scenes < 0 or cfg.eval.render_scenes < 0:
+        raise ConfigError(f"{where}eval: during_stage_n_scenes and render_scenes must be >= 0")
     d = cfg.data
     if d.synthetic is None and not d.glob:
         raise ConfigError(f"{where}data: give data.synthetic or data.glob")
@@ -275,8 +297,42 @@ def _merge(base: Any, over: Any) -> Any:
     return copy.deepcopy(over)
 
 
+def config_dirs() -> list[Path]:
+    """Where config names are looked up: the checkout's `configs/` (the source of truth), then the
+    copy shipped in the installed package (`smart_r1/configs/`, see pyproject.toml)."""
+    pkg = Path(__file__).resolve().parents[1]  # .../smart_r1
+    return [d for d in (pkg.parent / "configs", pkg / "configs") if d.is_dir()]
+
+
+def config_names() -> list[str]:
+    names: set[str] = set()
+    for d in config_dirs():
+        names.update(str(p.relative_to(d).with_suffix("")) for p in d.rglob("*.yaml"))
+    return sorted(names)
+
+
+def resolve_config_path(spec: str | Path) -> Path:
+    """A config file path as given when it exists, else a config name (`cpu_demo`,
+    `ablations/beta_sweep`, `cpu_demo.yaml`, `configs/cpu_demo.yaml`) looked up in `config_dirs()`."""
+    path = Path(spec)
+    if path.exists():
+        return path
+    if path.is_absolute():
+        raise ConfigError(f"config file {str(spec)!r} not found")
+    name = path.as_posix()
+    if name.startswith("configs/"):
+        name = name[len("configs/"):]
+    if not name.endswith((".yaml", ".yml")):
+        name += ".yaml"
+    for d in config_dirs():
+        if (d / name).is_file():
+            return d / name
+    raise ConfigError(f"config {str(spec)!r} not found: no such file (relative to {Path.cwd()}) and no config of that "
+                      f"name; known names: {', '.join(config_names()) or '(none shipped)'}")
+
+
 def load_yaml(path: str | Path) -> dict:
-    path = Path(path)
+    path = resolve_config_path(path)
     try:
         raw = yaml.safe_load(path.read_text())
     except FileNotFoundError:

@@ -9,13 +9,24 @@ in the checkpoint (and restored) for code outside the step.
 
 Stage flow: build the objective -> (RFT) snapshot the reference policy -> (MPO with
 `alpha: calibrate`) measure the starting policy's mean reward -> steps (collect -> update ->
-log -> periodic checkpoint) -> evaluation on the held-out split -> stage checkpoint
+log -> periodic checkpoint, validation every `eval.every_n_steps`) -> evaluation on the held-out
+split -> renders of the first `eval.render_scenes` validation scenes -> stage checkpoint
 (`checkpoints/<stage>.pt` + `last.pt`).
+
+What goes to the tracker: every resolved config value as a flattened param
+(`stages.2.params.beta`); per step `<stage>/<metric>` (the objective's update metrics under their
+own names) at the global step; validation as `val/<metric>` at the global step (one curve across
+stages, points inside a stage every `eval.every_n_steps` on `eval.during_stage_n_scenes` scenes,
+and after each stage on `eval.n_scenes`), and the end-of-stage evaluation again as
+`eval/<stage>/<metric>` (the table's numbers); run tags `stage` (the running stage) and
+`stage.<index>` (name, objective, status, global step range); renders as artifacts
+`renders/<index>_<stage>/`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import warnings
 import json
 import math
 import time
@@ -33,6 +44,7 @@ from smart_r1.train.checkpoint import Checkpoint, last_checkpoint, rng_state, sa
 from smart_r1.train.config import StageConfig, TrainConfig, resolved_dict
 from smart_r1.train.data import Split, make_inputs, step_indices, steps_per_epoch
 from smart_r1.train.step import TrainState, build_train_state, make_reference, update
+from smart_r1.tracking import flatten
 from smart_r1.tokens.tokenized_scene import N_HISTORY_TOKEN
 
 
@@ -67,17 +79,9 @@ class _NullTracker:
         pass
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flatten(v, key + "."))
-        elif isinstance(v, list):
-            out[key] = json.dumps(v)[:500]
-        else:
-            out[key] = v
-    return out
+def stage_tag(stage: StageConfig, first_step: int, last_step: int, status: str) -> str:
+    """Value of the run tag `stage.<index>`: what the stage is, where its steps lie, how far it got."""
+    return f"{stage.name} ({stage.objective}): {status}, global steps {first_step}-{last_step}"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -294,7 +298,7 @@ class Trainer:
             if init.vocab_id is not None and getattr(self.vocab, "vocab_id", None) not in (None, init.vocab_id):
                 raise ValueError(f"init_from {cfg.init_from}: vocab_id {init.vocab_id} != current vocabulary {self.vocab.vocab_id}")
             self.model.load_state_dict(init.model)
-        self.tracker.log_params(_flatten(resolved_dict(cfg)))
+        self.tracker.log_params(flatten(resolved_dict(cfg)))
         for i in range(start_stage):
             self._global_step_offset += stage_total_steps(cfg.stages[i], len(self.train), self._batch_size(cfg.stages[i]))
         for stage_index in range(start_stage, len(cfg.stages)):
@@ -303,6 +307,44 @@ class Trainer:
             if stopped:
                 return TrainResult(self.evaluations, self.history, self.out_dir, stopped_early=True)
         return TrainResult(self.evaluations, self.history, self.out_dir)
+
+    def _validate(self, stage_step: int, n_scenes: int | None = None) -> dict[str, float]:
+        """Held-out validation with the current weights, logged as `val/<metric>` at the global step
+        (`stage_step`: the running stage's optimiser steps done so far)."""
+        cfg = self.cfg
+        kwargs = {} if n_scenes is None else {"n_scenes": n_scenes}
+        ev = self.evaluator(self.model, self.val, self.vocab, cfg.eval, cfg.seed, cfg.data.max_train_agents,
+                            cfg.data.train_radius_m, progress=cfg.progress, **kwargs)
+        self.tracker.log_metrics({f"val/{k}": v for k, v in ev.items()}, step=self._global_step_offset + stage_step)
+        return ev
+
+    def _render_stage(self, stage_index: int) -> list[Path]:
+        """Grid PNGs (log + `eval.render_rollouts` rollouts) of the first `eval.render_scenes`
+        validation scenes with the current policy; the same scenes and seed after every stage."""
+        from smart_r1.sim.simulate import Simulator, simulate_scenes
+        from smart_r1.tokens.tokenizer import Tokenizer
+        from smart_r1.viz.pipeline import render_scene_outputs
+        from smart_r1.viz.render import RenderConfig
+
+        cfg = self.cfg
+        stage = cfg.stages[stage_index]
+        scenes = list(self.val.scenes[: cfg.eval.render_scenes])
+        sim = Simulator(model=self.model, vocab=self.vocab, tokenizer=Tokenizer(self.vocab), source=stage.name)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            k = int(dict(cfg.eval.sampler_params).get("k", 5))
+            rollouts = simulate_scenes(sim, scenes, num_rollouts=cfg.eval.render_rollouts,
+                                       seed=derive_seed(cfg.seed, "render") % (2**31), top_k=k)
+        finally:
+            self.model.train(was_training)
+        folder = self.out_dir / "renders" / f"{stage_index:02d}_{stage.name}"
+        paths: list[Path] = []
+        for scene, ro in zip(scenes, rollouts):
+            paths += render_scene_outputs(scene, ro, folder, RenderConfig(frame_px=240),
+                                          max_rollouts=cfg.eval.render_rollouts, gif=False)
+        self.tracker.log_artifact(folder, artifact_path=f"renders/{folder.name}")
+        return paths
 
     def _run_stage(self, stage_index: int, start_step: int, ckpt: Checkpoint | None) -> bool:
         cfg = self.cfg
@@ -322,6 +364,9 @@ class Trainer:
             )
         elif objective.needs_reference:
             state.reference = make_reference(self.model)  # snapshot at stage start (algorithm 1, line 1)
+        first = self._global_step_offset
+        self.tracker.set_tags({"stage": stage.name,
+                               f"stage.{stage_index}": stage_tag(stage, first, first + total, "running")})
         if getattr(objective, "needs_calibration", False):
             alpha = self._calibrate(objective, state, stage_index, bs)
             self.tracker.log_metrics({f"{stage.name}/alpha_calibrated": alpha}, step=self._global_step_offset)
@@ -353,6 +398,9 @@ class Trainer:
                 bar.update(state.step - step)
                 bar.set_postfix(loss=f"{metrics.get('loss', float('nan')):.4f}")
             self._steps_this_process += 1
+            every = cfg.eval.every_n_steps if stage.eval_every_n_steps is None else stage.eval_every_n_steps
+            if every > 0 and state.step % every == 0 and state.step < total and self.val is not None and len(self.val) > 0:
+                self._validate(state.step, n_scenes=cfg.eval.during_stage_n_scenes or None)
             periodic = stage.checkpoint_every > 0 and state.step % stage.checkpoint_every == 0 and state.step < total
             if periodic:
                 save_checkpoint(self._checkpoint(state, objective, stage_index, state.step, False), self.out_dir)
@@ -363,11 +411,16 @@ class Trainer:
         if bar is not None:
             bar.close()
         if cfg.eval.after_each_stage and self.val is not None and len(self.val) > 0:
-            ev = self.evaluator(self.model, self.val, self.vocab, cfg.eval, cfg.seed, cfg.data.max_train_agents,
-                                cfg.data.train_radius_m, progress=cfg.progress)
+            ev = self._validate(total)
             self.evaluations[stage.name] = ev
             self.tracker.log_metrics({f"eval/{stage.name}/{k}": v for k, v in ev.items()},
                                      step=self._global_step_offset + total)
+        if cfg.eval.render_scenes > 0 and self.val is not None and len(self.val) > 0:
+            try:
+                self._render_stage(stage_index)
+            except Exception as err:  # noqa: BLE001 - a picture must never end a training run
+                warnings.warn(f"stage {stage.name!r}: renders of the validation scenes failed: {err!r}", stacklevel=1)
+        self.tracker.set_tags({f"stage.{stage_index}": stage_tag(stage, first, first + total, "done")})
         self._global_step_offset += total
         ck = self._checkpoint(state, objective, stage_index, total, True)
         path = save_checkpoint(ck, self.out_dir, also_as=f"{stage_index:02d}_{stage.name}.pt")

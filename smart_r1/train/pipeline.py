@@ -161,6 +161,51 @@ def make_tracker_for(cfg: TrainConfig, run_id: str | None = None):
     return make_tracker({"tracking": sec}, run_name=sec.get("run_name"), run_id=run_id)
 
 
+def registered_model_name(cfg: TrainConfig) -> str:
+    return cfg.tracking.model_name or f"{cfg.tracking.experiment}-policy"
+
+
+def log_policy_model(cfg: TrainConfig, model, vocab_dir, result: TrainResult, tracker, out: Path,
+                     train_split=None) -> Path | None:
+    """Save the final policy as an MLflow pyfunc model (`smart_r1.policy_model`) under
+    `<out>/policy_model` and hand it to the tracker: a logged model of the run with the last
+    stage's evaluation as its metrics, a registered version with a description, and the `champion`
+    alias when its realism meta metric is the best so far. A resumed run that registered already
+    registers nothing (the tracker checks)."""
+    from smart_r1.tracking import NullTracker
+
+    if not cfg.tracking.register_model or tracker is None or isinstance(tracker, NullTracker) \
+            or not callable(getattr(tracker, "log_model", None)):
+        return None
+    from smart_r1.policy_model import save_policy_model
+
+    from smart_r1.train.loop import stage_total_steps
+
+    path = save_policy_model(model, vocab_dir, out / "policy_model", config=resolved_dict(cfg))
+    n_train = len(train_split) if train_split is not None else 0
+    end_step = sum(stage_total_steps(s, n_train, int(s.batch_size or cfg.data.batch_size)) for s in cfg.stages) \
+        if n_train else len(result.history)
+    last = cfg.stages[-1].name
+    final = dict(result.evaluations.get(last, {}))
+    schedule = " -> ".join(f"{s.name} ({s.objective})" for s in cfg.stages)
+    realism = f"realism meta {final['metametric']:.4f} on {int(final.get('n_scenes', 0))} held-out scenes " \
+              f"({cfg.eval.backend} WOSAC 2025 backend, {cfg.eval.n_rollout} rollouts)" if "metametric" in final else \
+              "no held-out evaluation"
+    description = (
+        f"SMART-R1 policy, model preset `{cfg.model.preset}`, trained {schedule}; {realism}. "
+        "Input: serialized WOMD Scenario protos (column `scenario`); output: closed-loop rollouts, one row per "
+        "(scenario, rollout, agent, future step). Load with "
+        f"`mlflow.pyfunc.load_model('models:/{registered_model_name(cfg)}@champion')` (needs the smart_r1 package)."
+    )
+    # The model metrics are the run's `eval/<last stage>/...` metrics (one name per quantity),
+    # re-logged at that stage's end step and linked to the logged model.
+    tracker.log_model(path, registered_model_name(cfg), metrics={f"eval/{last}/{k}": v for k, v in final.items()},
+                      description=description, champion_score=final.get("metametric"),
+                      tags={"model_preset": cfg.model.preset, "final_stage": last, "realism_metametric": final.get("metametric")},
+                      step=end_step)
+    return path
+
+
 def results_table(evaluations: dict[str, dict[str, float]]) -> str:
     """Markdown table: one row per evaluated stage."""
     head = "| stage | " + " | ".join(label for _, label in TABLE_KEYS) + " |"
@@ -199,6 +244,14 @@ def run_pipeline(cfg: TrainConfig, resume: bool = False, out_dir: str | Path | N
                       stop_after_steps=stop_after_steps, wrap_objective=wrap_objective, evaluator=evaluator)
     try:
         result = trainer.run(resume=resume)
+        if not result.stopped_early:
+            if result.evaluations and tracker is not None:
+                # The run's description in the MLflow UI (markdown): the schedule and its evaluation table.
+                schedule = " -> ".join(f"{s.name} ({s.objective})" for s in cfg.stages)
+                tracker.set_tags({"mlflow.note.content": f"SMART-R1 schedule {schedule}, model preset "
+                                  f"`{cfg.model.preset}`; held-out evaluation after each stage:\n\n"
+                                  f"{results_table(result.evaluations)}\n"})
+            log_policy_model(cfg, model, data.vocab_dir, result, tracker, out, train_split=data.train)
     finally:
         if own_tracker and tracker is not None:
             tracker.close()

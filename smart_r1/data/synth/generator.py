@@ -6,7 +6,13 @@ import dataclasses
 import hashlib
 
 import numpy as np
-from waymo_open_dataset.protos import map_pb2, scenario_pb2
+
+try:
+    from waymo_open_dataset.protos import map_pb2, scenario_pb2
+except ModuleNotFoundError as _err:  # the --no-deps wheel is missing: say how to install it
+    from smart_r1.data.protos import protos_missing
+
+    raise protos_missing(_err) from _err
 
 from smart_r1.data.scene import CURRENT_TIME_INDEX_WOMD, N_STEP_WOMD, STEP_SECONDS, AgentType, LaneType
 from smart_r1.data.synth.config import SynthConfig
