@@ -23,6 +23,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -74,6 +75,12 @@ def load_config_with_runtime(path: str, overrides: list[str] | None = None):
     lib_over = [o for o in (overrides or []) if not o.startswith("runtime.")]
     rt_over = [o[len("runtime."):] for o in (overrides or []) if o.startswith("runtime.")]
     runtime = apply_overrides(runtime, rt_over)
+    try:  # runtime.learner (the data-parallel learner) is checked here, naming the file
+        from learner.train_dp import LearnerGroupConfig
+
+        LearnerGroupConfig.from_dict(runtime.get("learner"))
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
     return config_from_dict(apply_overrides(raw, lib_over), str(path)), runtime
 
 
@@ -97,13 +104,18 @@ def run_distributed(cfg, resume: bool = False, address: str | None = None, runti
     rt_dict = dict(json.loads(os.environ["SMART_R1_RUNTIME"]) if os.environ.get("SMART_R1_RUNTIME") else {})
     rt_dict.update(runtime or {})
     distributed_eval = bool(rt_dict.pop("distributed_eval", True))  # ours (learner.distributed_eval), not RuntimeConfig's
+    from learner.train_dp import LearnerGroup, LearnerGroupConfig
+
+    learner_cfg = LearnerGroupConfig.from_dict(rt_dict.pop("learner", None))  # the data-parallel learner (train_dp)
     rt_cfg = RuntimeConfig.from_dict(rt_dict)
+    rt_dict["learner"] = dataclasses.asdict(learner_cfg)
     rt_dict["distributed_eval"] = distributed_eval  # logged with the other runtime params
 
     started_ray = connect_ray(address)
     server = None
     tracker = None
     collector = None
+    learner_group = None
     validator = None
     try:
         # ---- tracking
@@ -127,8 +139,14 @@ def run_distributed(cfg, resume: bool = False, address: str | None = None, runti
             from learner.distributed_eval import validator_from_runtime
 
             validator = validator_from_runtime(rt_cfg)
+        wrap, updater = collector.wrap, None
+        if learner_cfg.num_workers >= 1:  # the update on Ray Train ranks; this process only controls
+            learner_group = LearnerGroup(cfg, data.vocab, learner_cfg, n_train=len(data.train), publish=collector.publish,
+                                         out_dir=str(out))
+            wrap, updater = (lambda objective: learner_group.wrap(collector.wrap(objective))), learner_group.update
         result = run_pipeline(cfg, resume=resume, tracker=tracker, data=data, stop_after_steps=stop_after_steps,
-                              wrap_objective=collector.wrap, evaluator=validator)
+                              wrap_objective=wrap, evaluator=validator,
+                              updater=updater)
         if tracker is not None:
             info = collector.actor_info()
             mem = {f"memory/{kind}_rss_mb_max": max(i["rss_bytes"] for i in items) / 2**20 for kind, items in info.items()}
@@ -145,6 +163,8 @@ def run_distributed(cfg, resume: bool = False, address: str | None = None, runti
             print(f"MLflow run: {tracker.dashboard_url}", flush=True)
         return result
     finally:
+        if learner_group is not None:
+            learner_group.shutdown()
         if validator is not None:
             validator.shutdown()
         if collector is not None:

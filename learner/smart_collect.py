@@ -308,13 +308,15 @@ class DistributedCollector:
             fp = float(sum(float(p.detach().float().sum()) for p in policy.parameters()))
         return fp, sum(int(getattr(p, "_version", 0)) for p in policy.parameters())
 
-    def publish(self, policy) -> int:
-        """Publish the policy's weights if they changed since the last publish; returns the version."""
+    def publish(self, policy, weights_ref=None) -> int:
+        """Publish the policy's weights if they changed since the last publish; returns the version.
+        `weights_ref`: the same weights already in the object store (put there by rank 0 of the
+        data-parallel learner, `learner.train_dp.LearnerGroup`): announced as is, not put again."""
         fp = self._fingerprint(policy)
         if fp != self._published_fingerprint:
             t0 = time.perf_counter()
             self.version += 1
-            ref = ray.put(state_to_numpy(policy))
+            ref = weights_ref if weights_ref is not None else ray.put(state_to_numpy(policy))
             ray.get(self.weight_store.publish.remote(self.version, [ref]))
             if self.rt.mode == "async":
                 self._weight_refs[self.version] = ref
