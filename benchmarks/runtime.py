@@ -159,7 +159,7 @@ def broadcast_latency(n: int) -> dict:
     from learner.weights import WeightStore
     from rollout_workers.rollout_actor import RolloutActor
 
-    spec = {"name": "model_preset", "preset": "tiny"}
+    spec = {"name": "model_preset", "module": "benchmarks.toy_workload", "preset": "tiny"}
     store = WeightStore.remote()
 
     @ray.remote(num_cpus=0.5)
@@ -448,8 +448,8 @@ def main(argv=None) -> int:
     t_start = time.perf_counter()
     ray = _init_ray()
     q = args.quick
-    heavy = {"name": "toy", "n_rollout": 32, "hidden": 512, "rollout_cost": 16 if not q else 2}
-    rft = {"name": "toy", "n_rollout": 16, "hidden": 256, "rollout_cost": 8 if not q else 1}
+    heavy = {"name": "toy", "module": "benchmarks.toy_workload", "n_rollout": 32, "hidden": 512, "rollout_cost": 16 if not q else 2}
+    rft = {"name": "toy", "module": "benchmarks.toy_workload", "n_rollout": 16, "hidden": 256, "rollout_cost": 8 if not q else 1}
     res = {"machine": f"{psutil.cpu_count()} CPUs", "loadavg_at_start": os.getloadavg(), "quick": q,
            "workload": args.workload, "torch_threads_per_actor": 1}
     try:

@@ -54,6 +54,7 @@ import uuid
 import numpy as np
 import ray
 
+from learner.cluster import actor_options, on_this_node
 from learner.runtime import ResilientPool
 from learner.weights import WeightStore, state_to_numpy
 
@@ -274,8 +275,9 @@ class DistributedCollector:
         tag = uuid.uuid4().hex[:12]
         ns = ray.get_runtime_context().namespace
         self.names = {"assets": f"smart_r1_assets_{tag}", "weights": f"smart_r1_weights_{tag}", "namespace": ns}
-        self.weight_store = WeightStore.options(name=self.names["weights"], namespace=ns).remote()
-        self.assets = _AssetStore.options(name=self.names["assets"], namespace=ns).remote()
+        # Both hold the run's state: pinned to the learner's node (a lost rollout node must not take them along).
+        self.weight_store = WeightStore.options(name=self.names["weights"], namespace=ns, **on_this_node()).remote()
+        self.assets = _AssetStore.options(name=self.names["assets"], namespace=ns, **on_this_node()).remote()
         self._vocab_ref = ray.put(vocab)
         ray.get(self.assets.put.remote("vocab", [self._vocab_ref]))
         self.version = -1
@@ -284,13 +286,15 @@ class DistributedCollector:
         cfg_dict = resolved_dict(cfg)
         rg = runtime.rollout_gpus if ray.cluster_resources().get("GPU", 0) else 0
         self.rollout_actors = [
-            SmartRolloutActor.options(num_cpus=runtime.rollout_cpus, num_gpus=rg, max_restarts=runtime.max_restarts,
-                                      max_task_retries=0).remote(cfg_dict, self.names, runtime.torch_threads)
+            SmartRolloutActor.options(**actor_options(runtime.rollout_cpus, runtime.rollout_resources, num_gpus=rg,
+                                                      max_restarts=runtime.max_restarts, max_task_retries=0)
+                                      ).remote(cfg_dict, self.names, runtime.torch_threads)
             for _ in range(runtime.num_rollout_actors)
         ]
         self.scorers = [
-            SmartScorerActor.options(num_cpus=runtime.scorer_cpus, max_restarts=runtime.max_restarts,
-                                     max_task_retries=0).remote(runtime.torch_threads)
+            SmartScorerActor.options(**actor_options(runtime.scorer_cpus, runtime.scorer_resources,
+                                                     max_restarts=runtime.max_restarts, max_task_retries=0)
+                                     ).remote(runtime.torch_threads)
             for _ in range(runtime.num_scorers)
         ]
         ray.get([a.info.remote() for a in self.rollout_actors + self.scorers])
