@@ -492,7 +492,7 @@ class DistributedCollector:
         device = inputs.batch.agent_scene.device
         rb = rollout_batch_from_numpy(cls_path, fields, device)
         # The logged history tokens must line up with the batch's agents.
-        hist = torch.as_tensor(fields["token_index"])[0, :, :2]  # [n_agent, 2]
+        hist = torch.as_tensor(np.array(fields["token_index"][0, :, :2]))  # [n_agent, 2] (a copy: read-only arrays)
         want = inputs.batch.token_index[:, :2].cpu()  # [n_agent, 2]
         valid = inputs.batch.token_valid[:, :2].cpu().bool()  # [n_agent, 2]
         if hist.shape != want.shape or not torch.equal(hist[valid], want[valid]):

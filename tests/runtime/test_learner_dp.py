@@ -128,8 +128,12 @@ def test_two_ranks_same_weights_as_one_process_bc_and_mpo(ray_local, tiny, tmp_p
         for stage_index, name in ((0, "bc"), (1, "mpo")):
             before, ref_after, ref_metrics, ref_grad = _one_step_each(cfg, data, stage_index,
                                                                       lambda s, o, e, i: update(s, o, e))
-            _, dp_after, dp_metrics, dp_grad = _one_step_each(
-                cfg, data, stage_index, lambda s, o, e, i: group.update(s, o, e, stage_index=i, total_steps=2))
+            def on_group(state, objective, experience, i):
+                metrics = group.update(state, objective, experience, stage_index=i, total_steps=2)
+                assert all(p.grad is None for p in state.model.parameters())  # the driver never holds gradients
+                return metrics
+
+            _, dp_after, dp_metrics, dp_grad = _one_step_each(cfg, data, stage_index, on_group)
             assert _rel_all(ref_after, before) > 1e-4, f"{name}: the step did not change the weights"
             assert _rel_all(dp_after, ref_after) <= 1e-5, f"{name}: weights of 2 ranks vs 1 process"
             assert _rel_all(dp_grad, ref_grad) <= 1e-5, f"{name}: averaged gradient (Adam exp_avg) of 2 ranks vs 1 process"
@@ -139,3 +143,40 @@ def test_two_ranks_same_weights_as_one_process_bc_and_mpo(ray_local, tiny, tmp_p
         assert len(published) == 2  # rank 0's weights announced once per step
     finally:
         group.shutdown()
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_run_distributed_uses_worker_group(ray_local, tmp_path):
+    """`smart-r1 train --ray` (run_distributed) with runtime.learner.num_workers: 2 runs BC, CAT-K
+    and MPO steps on the ranks; a mid-stage checkpoint carries rank 0's optimiser state."""
+    import torch
+
+    from learner.driver import load_config_with_runtime, run_distributed
+    from smart_r1.train.checkpoint import Checkpoint, last_checkpoint
+
+    cfg_path = tmp_path / "dp.yaml"
+    cfg_path.write_text(
+        f"include: {REPO}/configs/tiny_test.yaml\n"
+        f"output_dir: {tmp_path}/out\n"
+        "stages!:\n"
+        "  - {name: bc, objective: bc, steps: 1, lr: 5.0e-3, params: {label_smoothing: 0.1}}\n"
+        "  - {name: sft, objective: catk, steps: 1, lr: 1.0e-3, params: {top_k: 8}, freeze: [map_encoder, embeddings]}\n"
+        "  - {name: rft, objective: mpo, steps: 2, lr: 1.0e-3, checkpoint_every: 1,\n"
+        "     params: {alpha: 0.5, beta: 0.04, n_rollout: 2}}\n"
+        "eval: {after_each_stage: false}\n"
+        "tracking: {enabled: false}\n"
+        "runtime: {num_rollout_actors: 1, num_scorers: 1, rollout_cpus: 0.25, scorer_cpus: 0.25,\n"
+        "          learner: {num_workers: 2, resources: {CPU: 0.5}}}\n"
+    )
+    cfg, runtime = load_config_with_runtime(str(cfg_path))
+    result = run_distributed(cfg, runtime=runtime, stop_after_steps=3)  # stops right after rft step 0's checkpoint
+    hist = result.history
+    assert [(h["stage"], h["step"]) for h in hist] == [("bc", 0), ("sft", 0), ("rft", 0)]
+    assert all(h["runtime/learner_ranks"] == 2.0 for h in hist)
+    assert all(h["n_token"] > 0 and h["grad_norm"] > 0 and h["loss"] == h["loss"] for h in hist)
+    ck = Checkpoint.load(last_checkpoint(tmp_path / "out"))
+    assert (ck.stage_name, ck.step, ck.stage_done) == ("rft", 1, False)
+    moments = ck.optimizer["state"]  # rank 0's AdamW state, fetched by the driver for the checkpoint
+    assert moments and all(int(v["step"]) == 1 and torch.count_nonzero(v["exp_avg"]) > 0 for v in moments.values())
+    assert ck.scheduler["last_epoch"] == 1
