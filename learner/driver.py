@@ -63,7 +63,9 @@ def load_config_with_runtime(path: str, overrides: list[str] | None = None):
 
         LearnerGroupConfig.from_dict(runtime.get("learner"))
     except ValueError as err:
-        raise ValueError(f"{path}: {err}") from None
+        from smart_r1.train.config import ConfigError
+
+        raise ConfigError(f"{path}: {err}") from None
     return config_from_dict(apply_overrides(raw, lib_over), str(path)), runtime
 
 

@@ -424,7 +424,10 @@ class _RankLearner:
             count = 0.0
         if self.world > 1:
             metrics["grad_norm"] = self.state.optimizer.last_grad_norm
-        return {"metrics": metrics, "count": count, "step": self.state.step}
+        import resource
+
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        return {"metrics": metrics, "count": count, "step": self.state.step, "peak_rss_mb": peak_mb}
 
     def _empty_step(self) -> dict:
         """The collective part of `update` without a loss: zero gradient, sync, step."""
@@ -743,6 +746,7 @@ class LearnerGroup:
             if k in head["metrics"]:
                 metrics[k] = head["metrics"][k]
         metrics["runtime/learner_ranks"] = float(self.world)
+        metrics["memory/learner_rank_peak_rss_mb"] = max(float(o.get("peak_rss_mb", 0.0)) for o in out)
         metrics["runtime/learner_wait_seconds"] = t2 - t1
         self.stats["steps"] += 1
         self.stats["split_seconds"] += t1 - t0
