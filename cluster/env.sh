@@ -3,7 +3,7 @@
 #                      default: <repo>/.smart_r1_runs/cluster
 #   RAY_TMP_DIR        the head's Ray temp dir (sockets, logs). Default /tmp/sr1-<8 hex of the state dir>:
 #                      Ray's socket paths (<dir>/session_<date>_<pid>/sockets/...) must stay under the
-#                      107-byte AF_UNIX limit, so it is checked to be at most 40 characters
+#                      107-byte AF_UNIX limit, so it is checked to be at most 36 characters
 #   RAY_AUTH           token (default: Ray 2.60's default) | disabled
 #   RAY_PORT           GCS port of the head (default 6379)
 #   RAY_DASHBOARD_PORT dashboard / job-submission port (default 8265)
@@ -28,7 +28,7 @@ mkdir -p "$SMART_R1_STATE"
 SMART_R1_STATE="$(cd "$SMART_R1_STATE" && pwd)"
 export SMART_R1_STORAGE="${SMART_R1_STORAGE:-$SMART_R1_STATE/runs}"
 export RAY_TMP_DIR="${RAY_TMP_DIR:-/tmp/sr1-$(printf '%s' "$SMART_R1_STATE" | sha1sum | cut -c1-8)}"
-RAY_TMP_MAX=40
+RAY_TMP_MAX=36
 
 # Ray puts Unix sockets under its temp dir; a socket path over 107 bytes makes the dashboard (and
 # so the job server) fail to start, silently. Refuse such a dir up front.
