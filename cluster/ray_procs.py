@@ -4,9 +4,11 @@
     python cluster/ray_procs.py kill TMP_DIR [TMP_DIR ...]   # SIGTERM, then SIGKILL after a grace period
 
 A process belongs to the cluster when its command line names one of the nodes' Ray temp dirs
-(gcs_server, raylet, dashboard, log monitor, ...) or when it descends from such a process (the
-workers, `ray::DashboardAgent`, `ray::RuntimeEnvAgent` and job drivers, which Ray renames so
-their command line no longer shows the temp dir). The whole tree is collected before anything
+(gcs_server, raylet, dashboard, log monitor, ...), when its environment carries
+`RAY_TMP_DIR=<one of them>` (cluster/env.sh exports it, so every process `ray start` spawned from
+the scripts has it, e.g. the Ray client server, whose command line names no directory), or when
+it descends from such a process (the workers, `ray::DashboardAgent`, `ray::RuntimeEnvAgent` and
+job drivers, which Ray renames so their command line no longer shows the temp dir). The whole tree is collected before anything
 is signalled, so children re-parented to init by a dying raylet are not missed. Only this
 user's processes are considered; nothing else on the machine is touched (unlike `ray stop`).
 """
@@ -22,14 +24,15 @@ import psutil
 
 def cluster_processes(tmp_dirs: list[str]) -> list[psutil.Process]:
     dirs = [os.path.abspath(d) for d in tmp_dirs if d]
-    me = {os.getpid(), os.getppid()}
+    marks = {f"RAY_TMP_DIR={d}".encode() for d in dirs}
+    me = {os.getpid()} | {a.pid for a in psutil.Process().parents()}  # this script and the shells that called it
     roots = []
     for p in psutil.process_iter(["pid", "uids", "cmdline"]):
         try:
             if p.info["uids"] is None or p.info["uids"].real != os.getuid() or p.pid in me:
                 continue
             cmd = " ".join(p.info["cmdline"] or [])
-            if any(d in cmd for d in dirs):
+            if any(d in cmd for d in dirs) or _env_names(p.pid, marks):
                 roots.append(p)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
@@ -43,6 +46,14 @@ def cluster_processes(tmp_dirs: list[str]) -> list[psutil.Process]:
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             pass
     return list(found.values())
+
+
+def _env_names(pid: int, marks: set[bytes]) -> bool:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return not marks.isdisjoint(f.read().split(b"\0"))
+    except OSError:
+        return False
 
 
 def _name(p: psutil.Process) -> str:

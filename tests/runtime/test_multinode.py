@@ -10,6 +10,8 @@ its own resources): a head (0 CPUs; the test process is the driver), two "rollou
   gets new actors;
 - a rollout node removed in the middle of `evaluate --ray`: every (source, scene) row exactly
   once, equal to the undisturbed run;
+- the data-parallel learner's Ray Train rank (`runtime.learner.resources: {learner: 1}`) lands on
+  the learner node;
 - the learner node removed mid-stage: a clear `LearnerLost` error; `--resume` on a new learner
   node continues from the last checkpoint (on a path every node reads) in the same MLflow run.
 
@@ -182,6 +184,29 @@ def test_rollout_node_lost_mid_evaluate_every_scene_once(cluster, scenes_path, t
     assert_same_rows(hit.rows, ref.rows)  # every (source, scene) row exactly once, the undisturbed numbers
     cluster.rollout_nodes.append(cluster.add_node(**ROLLOUT_NODE))  # back to two rollout nodes
     cluster.wait_for_nodes()
+
+
+def test_data_parallel_learner_ranks_land_on_the_learner_node(cluster, tmp_path):
+    """The data-parallel learner (`runtime.learner`, Ray Train ranks) asks for `learner`: its rank runs there."""
+    from learner.driver import load_config_with_runtime, run_distributed
+
+    p = tmp_path / "dp.yaml"
+    p.write_text(
+        f"include: {REPO}/configs/tiny_test.yaml\n"
+        f"output_dir: {tmp_path / 'out'}\n"
+        "stages!:\n  - {name: bc, objective: bc, steps: 1, lr: 5.0e-3, params: {label_smoothing: 0.1}}\n"
+        "eval: {after_each_stage: false}\n"
+        "tracking: {enabled: false}\n"
+        "runtime: {num_rollout_actors: 1, num_scorers: 1, rollout_cpus: 0.25, scorer_cpus: 0.25, "
+        "rollout_resources: {rollout: 1}, scorer_resources: {scorer: 1}, distributed_eval: false, "
+        "learner: {num_workers: 1, resources: {CPU: 0.5, learner: 1}}}\n"
+    )
+    t0 = time.time()
+    cfg, rt = load_config_with_runtime(str(p))
+    result = run_distributed(cfg, runtime=rt)
+    assert [h["step"] for h in result.history] == [0]
+    ranks = _actor_nodes("RayTrainWorker", t0)
+    assert ranks and set(ranks) == {cluster.learner_node.node_id}
 
 
 def test_learner_node_lost_then_resume_same_run(cluster, tmp_path, mlflow_server):
