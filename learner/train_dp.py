@@ -242,6 +242,7 @@ class _LossCounter:
     def __init__(self):
         self.count = 0.0
         self.seen = False
+        self.expect_loss = False  # this rank has a shard this step: its update must call objective.loss
 
     def reset(self):
         self.count, self.seen = 0.0, False
@@ -325,15 +326,23 @@ class _SyncedOptimizer:
         flat = [(p.grad.detach().reshape(-1).to(torch.float32) * n_local) if p.grad is not None
                 else torch.zeros(p.numel(), dtype=torch.float32, device=device) for p in params]
         has_grad = torch.tensor([1.0 if p.grad is not None else 0.0 for p in params], dtype=torch.float32, device=device)
-        buf = torch.cat(flat + [has_grad, torch.tensor([n_local], dtype=torch.float32, device=device)])  # [sum numel + P + 1]
+        # A rank with a shard whose update never called `objective.loss` has no count: flagged in the
+        # same all-reduce, so every rank raises together (no rank left waiting in a collective).
+        uncounted = 1.0 if (self.counter.expect_loss and not self.counter.seen) else 0.0
+        tail = torch.tensor([uncounted, n_local], dtype=torch.float32, device=device)
+        buf = torch.cat(flat + [has_grad, tail])  # [sum numel + P + 2]
         dist.all_reduce(buf, op=dist.ReduceOp.SUM)
+        if float(buf[-2]) > 0:
+            raise RuntimeError("data-parallel learner: the update of a rank never called objective.loss, so its loss "
+                               "count (n_token / n_pair) is unknown and the ranks cannot be weighted; the gradient sync "
+                               "of learner.train_dp expects the optimiser step to follow objective.loss calls")
         n_global = float(buf[-1])
         self.last_global_count = n_global
         scale = 1.0 / max(n_global, 1.0)
         offset = 0
         for i, p in enumerate(params):
             k = p.numel()
-            if float(buf[-1 - len(params) + i]) > 0:  # some rank has a gradient for it (else: None, like one process)
+            if float(buf[-2 - len(params) + i]) > 0:  # some rank has a gradient for it (else: None, like one process)
                 g = (buf[offset:offset + k] * scale).view_as(p).to(p.dtype)
                 if p.grad is None:
                     p.grad = g.clone()
@@ -417,9 +426,11 @@ class _RankLearner:
             if collect is not None:  # CAT-K: the closed-loop rollout of this shard runs here
                 gen = torch.Generator().manual_seed(int(collect))
                 shard = self.objective.collect(self.model, shard.inputs, generator=gen, reference=self.state.reference)
+            self.counter.expect_loss = True
             metrics = update(self.state, self.objective, shard)
             count = float(self.state.optimizer.last_count) if self.world > 1 else float("nan")
         else:
+            self.counter.expect_loss = False
             metrics = self._empty_step()
             count = 0.0
         if self.world > 1:
