@@ -634,7 +634,10 @@ class LearnerGroup:
         self.stats = {"steps": 0, "step_seconds": 0.0, "wait_seconds": 0.0, "split_seconds": 0.0, "load_seconds": 0.0}
         ns = ray.get_runtime_context().namespace
         name = f"smart_r1_learner_mailbox_{uuid.uuid4().hex[:12]}"
-        self.mailbox = _mailbox_class().options(name=name, namespace=ns).remote()
+        from learner.cluster import on_this_node
+
+        # Pinned to the driver's node (like the weight store): a lost rollout node must not take it along.
+        self.mailbox = _mailbox_class().options(name=name, namespace=ns, **on_this_node()).remote()
         self._vocab_ref = ray.put(vocab)
         storage = config.storage_path or os.path.abspath(os.path.join(out_dir or cfg.output_dir, "ray_train"))
         if "://" not in storage:
