@@ -159,7 +159,7 @@ def broadcast_latency(n: int) -> dict:
     from learner.weights import WeightStore
     from rollout_workers.rollout_actor import RolloutActor
 
-    spec = {"name": "model_preset", "preset": "tiny"}
+    spec = {"name": "model_preset", "module": "benchmarks.toy_workload", "preset": "tiny"}
     store = WeightStore.remote()
 
     @ray.remote(num_cpus=0.5)
@@ -287,22 +287,32 @@ def smart_rollout_scaling(cfg, data, n_rollout: int, repeats: int) -> dict:
     return out
 
 
-def smart_rft_loop(cfg, data, mode: str, out: Path) -> dict:
-    """The library training loop (one MPO stage) with the distributed collector in `mode`."""
+def smart_rft_loop(cfg, data, mode: str, out: Path, learner_workers: int = 0) -> dict:
+    """The library training loop (one MPO stage) with the distributed collector in `mode`; the
+    update in the driver (`learner_workers` 0) or on that many Ray Train ranks (`LearnerGroup`)."""
     import copy
 
     from learner.smart_collect import DistributedCollector
+    from learner.train_dp import LearnerGroup, LearnerGroupConfig
     from smart_r1.train.pipeline import run_pipeline
 
     cfg = copy.deepcopy(cfg)
     col = DistributedCollector(cfg, data.vocab, _rt(mode=mode))
+    group = None
     try:
+        wrap, updater, group_start_s = col.wrap, None, 0.0
+        if learner_workers >= 1:  # 0.25 CPU per rank: fits next to 2 rollout actors + 1 scorer in 2 CPUs
+            group = LearnerGroup(cfg, data.vocab, LearnerGroupConfig(num_workers=learner_workers, resources={"CPU": 0.25}),
+                                 n_train=len(data.train), publish=col.publish, out_dir=str(out / f"{mode}-dp"))
+            wrap, updater, group_start_s = (lambda o: group.wrap(col.wrap(o))), group.update, group.start_seconds
         l0 = os.getloadavg()[0]
         t0 = time.perf_counter()
-        res = run_pipeline(cfg, out_dir=out / mode, data=data, wrap_objective=col.wrap)
+        res = run_pipeline(cfg, out_dir=out / f"{mode}-{learner_workers}", data=data, wrap_objective=wrap, updater=updater)
         total_wall = time.perf_counter() - t0
         info = col.actor_info()
     finally:
+        if group is not None:
+            group.shutdown()
         col.shutdown()
     h = res.history[1:]  # step 0: warm-up (and, async, the stage's first batch has nothing to overlap with)
     g = lambda k: [float(x.get(k, 0.0)) for x in h]  # noqa: E731
@@ -316,6 +326,10 @@ def smart_rft_loop(cfg, data, mode: str, out: Path) -> dict:
         "mode": mode, "steps_measured": len(h), "scenes": scenes, "scenes_per_s": scenes / span, "span_s": span,
         "wall_s_incl_setup": total_wall, "stage_busy_s": busy, "bound_by": max(busy, key=busy.get),
         "learner_idle_fraction": sum(wait_s) / span,
+        "learner_share": 1.0 - sum(wait_s) / span,  # of a step: update + make_experience (sync: rollouts not hidden)
+        "learner_workers": learner_workers, "learner_group_start_s": group_start_s,
+        "learner_rank_peak_rss_mb": max(g("memory/learner_rank_peak_rss_mb") or [0.0]),
+        "update_wait_s": sum(g("runtime/learner_wait_seconds")),
         "policy_lag": [x.get("runtime/policy_lag") for x in res.history],
         "prefetch_misses": res.history[-1].get("runtime/prefetch_misses", 0.0),
         "dropped_stale": res.history[-1].get("runtime/dropped_stale", 0.0),
@@ -326,7 +340,7 @@ def smart_rft_loop(cfg, data, mode: str, out: Path) -> dict:
     }
 
 
-def smart_benchmarks(quick: bool, only: str | None) -> dict:
+def smart_benchmarks(quick: bool, only: str | None, learner_workers: list[int] | None = None) -> dict:
     out = Path(tempfile.mkdtemp(prefix="srt_bench_smart_", dir="/tmp"))
     n_scenes, bs, n_rollout = (24, 8, 8) if quick else (48, 8, 16)
     steps = 6 if quick else 12
@@ -337,6 +351,8 @@ def smart_benchmarks(quick: bool, only: str | None) -> dict:
         res["rollout_scaling"] = smart_rollout_scaling(cfg, data, n_rollout, 1 if quick else 2)
     if only in (None, "rft"):
         res["rft_loop"] = {m: smart_rft_loop(cfg, data, m, out) for m in ("sync", "async")}
+        for w in learner_workers or []:  # the update on a data-parallel worker group (learner.train_dp)
+            res["rft_loop"].update({f"{m} dp{w}": smart_rft_loop(cfg, data, m, out, w) for m in ("sync", "async")})
     res["peak_rss_mb_driver"] = _peak_rss_mb()
     return res
 
@@ -401,10 +417,13 @@ def print_table(res: dict) -> None:
     for m, x in sm.get("rft_loop", {}).items():
         b = x["stage_busy_s"]
         rows.append((f"smart: RFT loop {m} (2 rollout actors, {x['steps_measured']} steps)",
-                     f"{x['scenes_per_s']:.2f} scenes/s; learner idle {x['learner_idle_fraction']:.2f}; bound by {x['bound_by']} "
+                     f"{x['scenes_per_s']:.2f} scenes/s; learner share {x['learner_share']:.2f}, idle {x['learner_idle_fraction']:.2f}; "
+                     f"bound by {x['bound_by']} "
                      f"(busy s: rollout/actor {b['rollout (per actor)']:.1f}, scoring {b['scoring (per scorer)']:.1f}, "
                      f"learner {b['learner (step - wait)']:.1f}); lag {x['policy_lag']}; misses {x['prefetch_misses']:.0f}; "
-                     f"load {x['loadavg_1m']:.1f}"))
+                     f"load {x['loadavg_1m']:.1f}"
+                     + (f"; {x['learner_workers']} learner rank(s), group start {x['learner_group_start_s']:.1f} s, rank peak RSS "
+                        f"{x['learner_rank_peak_rss_mb']:.0f} MB" if x.get("learner_workers") else "")))
     if sm:
         rss = {"driver/learner": sm["peak_rss_mb_driver"]}
         for x in sm.get("rft_loop", {}).values():
@@ -444,12 +463,14 @@ def main(argv=None) -> int:
     p.add_argument("--only", choices=["scaling", "rft", "broadcast", "memory"], default=None)
     p.add_argument("--keep-reports", action="store_true", help="memory probe: keep every epoch report (as rft_loop does)")
     p.add_argument("--memory-scenes", type=int, default=None, help="memory probe: scenes per epoch")
+    p.add_argument("--learner-workers", type=int, nargs="*", default=[],
+                   help="smart RFT loop: also run it with the update on N Ray Train ranks (runtime.learner.num_workers)")
     args = p.parse_args(argv)
     t_start = time.perf_counter()
     ray = _init_ray()
     q = args.quick
-    heavy = {"name": "toy", "n_rollout": 32, "hidden": 512, "rollout_cost": 16 if not q else 2}
-    rft = {"name": "toy", "n_rollout": 16, "hidden": 256, "rollout_cost": 8 if not q else 1}
+    heavy = {"name": "toy", "module": "benchmarks.toy_workload", "n_rollout": 32, "hidden": 512, "rollout_cost": 16 if not q else 2}
+    rft = {"name": "toy", "module": "benchmarks.toy_workload", "n_rollout": 16, "hidden": 256, "rollout_cost": 8 if not q else 1}
     res = {"machine": f"{psutil.cpu_count()} CPUs", "loadavg_at_start": os.getloadavg(), "quick": q,
            "workload": args.workload, "torch_threads_per_actor": 1}
     try:
@@ -463,7 +484,7 @@ def main(argv=None) -> int:
                 res["driver_memory"] = driver_memory(rft, args.memory_scenes or (32 if not q else 16), 30, args.keep_reports)
         # after the toy part, so the toy driver-memory figures do not start from the smart learner's peak
         if args.workload in ("smart", "all") and args.only in (None, "scaling", "rft"):
-            res["smart"] = smart_benchmarks(q, args.only)
+            res["smart"] = smart_benchmarks(q, args.only, args.learner_workers)
         if args.only in (None, "broadcast"):
             res["broadcast_tiny"] = broadcast_latency(10 if not q else 3)
         res["rss_mb_driver"] = psutil.Process().memory_info().rss / 2**20

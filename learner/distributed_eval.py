@@ -39,6 +39,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import ray
 
+from learner.cluster import actor_options, connect_ray, on_this_node, parse_resources
 from learner.runtime import ResilientPool
 from learner.weights import WeightStore, load_numpy_state, state_to_numpy
 
@@ -149,7 +150,7 @@ def _kill_all(actors: Sequence) -> None:
 class RayExecutor:
     """Runs `evaluate`'s work items on Ray actors (see the module docstring).
 
-    `ray.init` must have been called (`learner.driver.connect_ray`). Actors live for one `run`.
+    `ray.init` must have been called (`learner.cluster.connect_ray`). Actors live for one `run`.
     `on_event(executor, event, key)` (optional; tests) is called after every handled task with
     event `rollout` / `score` / `requeued` / `failed`. After a run, `stats` holds task counts,
     re-queues, `wall_seconds` and `first_row_seconds` / `last_row_seconds` (since the run began:
@@ -161,7 +162,8 @@ class RayExecutor:
     def __init__(self, num_rollout_workers: int = 2, num_scorers: int = 1, max_in_flight: int | None = None,
                  max_restarts: int = 3, rollout_cpus: float | None = None, scorer_cpus: float | None = None,
                  torch_threads: int = 1, max_inflight_per_actor: int = 2, on_event: Callable | None = None,
-                 start_timeout_s: float = 300.0):
+                 start_timeout_s: float = 300.0, rollout_resources: dict | str | None = None,
+                 scorer_resources: dict | str | None = None):
         if num_rollout_workers < 1 or num_scorers < 1:
             raise ValueError(f"RayExecutor: need >= 1 rollout worker and scorer, got {num_rollout_workers}, {num_scorers}")
         self.num_rollout_workers = int(num_rollout_workers)
@@ -172,18 +174,21 @@ class RayExecutor:
         self.rollout_cpus, self.scorer_cpus, self.torch_threads = rollout_cpus, scorer_cpus, torch_threads
         self.on_event = on_event
         self.start_timeout_s = float(start_timeout_s)
+        # custom resources (e.g. {"rollout": 1}): the actors land on the nodes advertising them
+        self.rollout_resources = parse_resources(rollout_resources, "rollout_resources")
+        self.scorer_resources = parse_resources(scorer_resources, "scorer_resources")
         self.rollout_actors: list = []
         self.scorers: list = []
         self.stats: dict[str, float] = {}
 
     def _start(self) -> None:
         if not ray.is_initialized():
-            raise RuntimeError("RayExecutor: call ray.init() first (learner.driver.connect_ray)")
+            raise RuntimeError("RayExecutor: call ray.init() first (learner.cluster.connect_ray)")
         rc, sc = self.actor_cpus(float(ray.cluster_resources().get("CPU", 0.0)))
         opts = dict(max_restarts=self.max_restarts, max_task_retries=0)
-        self.rollout_actors = [EvalRolloutActor.options(num_cpus=rc, **opts).remote(self.torch_threads)
+        self.rollout_actors = [EvalRolloutActor.options(**actor_options(rc, self.rollout_resources, **opts)).remote(self.torch_threads)
                                for _ in range(self.num_rollout_workers)]
-        self.scorers = [EvalScorerActor.options(num_cpus=sc, **opts).remote(self.torch_threads)
+        self.scorers = [EvalScorerActor.options(**actor_options(sc, self.scorer_resources, **opts)).remote(self.torch_threads)
                         for _ in range(self.num_scorers)]
         try:  # an actor Ray cannot place would otherwise hang the run silently
             ray.get([a.pid.remote() for a in self.rollout_actors + self.scorers], timeout=self.start_timeout_s)
@@ -297,16 +302,19 @@ def _cause(err: BaseException) -> BaseException:
 
 
 def evaluate_distributed(*args, num_rollout_workers: int = 2, num_scorers: int = 1, address: str | None = None,
-                         max_restarts: int = 3, max_in_flight: int | None = None, **kwargs):
+                         max_restarts: int = 3, max_in_flight: int | None = None, rollout_resources=None,
+                         scorer_resources=None, rollout_cpus: float | None = None, scorer_cpus: float | None = None,
+                         on_event: Callable | None = None, **kwargs):
     """`smart_r1.eval.evaluate.evaluate` with a `RayExecutor`; connects to Ray (`address`, or a
     private local instance, stopped at the end) when not yet connected."""
-    from learner.driver import connect_ray
     from smart_r1.eval.evaluate import evaluate
 
     started = connect_ray(address)
     try:
         ex = RayExecutor(num_rollout_workers=num_rollout_workers, num_scorers=num_scorers, max_restarts=max_restarts,
-                         max_in_flight=max_in_flight)
+                         max_in_flight=max_in_flight, rollout_resources=rollout_resources,
+                         scorer_resources=scorer_resources, rollout_cpus=rollout_cpus, scorer_cpus=scorer_cpus,
+                         on_event=on_event)
         result = evaluate(*args, executor=ex, **kwargs)
         result.runtime_stats = dict(ex.stats)
         return result
@@ -380,10 +388,13 @@ class DistributedValidator:
     training actors wait, and a small node could not place both sets otherwise."""
 
     def __init__(self, num_workers: int = 2, num_scorers: int = 1, max_restarts: int = 3, torch_threads: int = 1,
-                 num_cpus: float = 0.0, max_inflight_per_actor: int = 2):
+                 num_cpus: float = 0.0, max_inflight_per_actor: int = 2, rollout_resources: dict | None = None,
+                 scorer_resources: dict | None = None):
         self.num_workers, self.num_scorers = max(1, int(num_workers)), max(1, int(num_scorers))
         self.max_restarts, self.torch_threads, self.num_cpus = int(max_restarts), int(torch_threads), float(num_cpus)
         self.max_inflight_per_actor = max(1, int(max_inflight_per_actor))
+        self.rollout_resources = parse_resources(rollout_resources, "rollout_resources")
+        self.scorer_resources = parse_resources(scorer_resources, "scorer_resources")
         self.weight_store = None
         self.workers: list = []
         self.scorers: list = []
@@ -394,11 +405,14 @@ class DistributedValidator:
         self.stats: dict[str, float] = {}
 
     def _start(self) -> None:
-        opts = dict(num_cpus=self.num_cpus, max_restarts=self.max_restarts, max_task_retries=0)
+        opts = dict(max_restarts=self.max_restarts, max_task_retries=0)
         name, ns = f"smart_r1_validation_weights_{uuid.uuid4().hex[:12]}", ray.get_runtime_context().namespace
-        self.weight_store = WeightStore.options(name=name, namespace=ns).remote()
-        self.workers = [ValidationActor.options(**opts).remote(name, ns, self.torch_threads) for _ in range(self.num_workers)]
-        self.scorers = [EvalScorerActor.options(**opts).remote(self.torch_threads) for _ in range(self.num_scorers)]
+        # the store lives with the driver: losing a rollout node must not lose the weight versions
+        self.weight_store = WeightStore.options(name=name, namespace=ns, **on_this_node()).remote()
+        self.workers = [ValidationActor.options(**actor_options(self.num_cpus, self.rollout_resources, **opts)).remote(
+            name, ns, self.torch_threads) for _ in range(self.num_workers)]
+        self.scorers = [EvalScorerActor.options(**actor_options(self.num_cpus, self.scorer_resources, **opts)).remote(
+            self.torch_threads) for _ in range(self.num_scorers)]
 
     def _publish(self, model) -> None:
         if self._model_id != id(model) or self._model_ref is None:
@@ -475,4 +489,5 @@ class DistributedValidator:
 def validator_from_runtime(rt_cfg) -> DistributedValidator:
     """A validator sized like the run's collection actors (`learner.runtime.RuntimeConfig`)."""
     return DistributedValidator(num_workers=rt_cfg.num_rollout_actors, num_scorers=rt_cfg.num_scorers,
-                                max_restarts=rt_cfg.max_restarts, torch_threads=rt_cfg.torch_threads)
+                                max_restarts=rt_cfg.max_restarts, torch_threads=rt_cfg.torch_threads,
+                                rollout_resources=rt_cfg.rollout_resources, scorer_resources=rt_cfg.scorer_resources)

@@ -24,6 +24,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -31,6 +32,8 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+from learner.cluster import connect_ray  # noqa: F401  (re-exported: `learner.driver.connect_ray`)
 
 log = logging.getLogger(__name__)
 
@@ -41,25 +44,6 @@ def _git_commit() -> str:
                               cwd=Path(__file__).resolve().parents[1]).stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-
-
-def connect_ray(address: str | None = None, num_cpus: int | None = None, object_store_bytes: int = 500_000_000) -> bool:
-    """Connect to / start Ray. Returns True when this call started a private local instance."""
-    import ray
-
-    for k, v in (("RAY_USAGE_STATS_ENABLED", "0"), ("MLFLOW_DISABLE_TELEMETRY", "true")):
-        os.environ.setdefault(k, v)
-    if ray.is_initialized():
-        return False
-    address = address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, log_to_driver=True)
-        return False
-    # A private instance: an in-process cluster has no remote clients, auth adds nothing.
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), object_store_memory=object_store_bytes,
-             include_dashboard=False)
-    return True
 
 
 def split_runtime_section(raw: dict) -> tuple[dict, dict]:
@@ -75,6 +59,14 @@ def load_config_with_runtime(path: str, overrides: list[str] | None = None):
     lib_over = [o for o in (overrides or []) if not o.startswith("runtime.")]
     rt_over = [o[len("runtime."):] for o in (overrides or []) if o.startswith("runtime.")]
     runtime = apply_overrides(runtime, rt_over)
+    try:  # runtime.learner (the data-parallel learner) is checked here, naming the file
+        from learner.train_dp import LearnerGroupConfig
+
+        LearnerGroupConfig.from_dict(runtime.get("learner"))
+    except ValueError as err:
+        from smart_r1.train.config import ConfigError
+
+        raise ConfigError(f"{path}: {err}") from None
     return config_from_dict(apply_overrides(raw, lib_over), str(path)), runtime
 
 
@@ -91,20 +83,37 @@ def run_distributed(cfg, resume: bool = False, address: str | None = None, runti
     from smart_r1.train.config import resolved_dict
     from smart_r1.train.pipeline import prepare_data, run_pipeline
 
-    if out_dir:
-        cfg.output_dir = str(out_dir)
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    from learner.cluster import RunStorage, resolve_output_dir
+
     rt_dict = dict(json.loads(os.environ["SMART_R1_RUNTIME"]) if os.environ.get("SMART_R1_RUNTIME") else {})
     rt_dict.update(runtime or {})
     distributed_eval = bool(rt_dict.pop("distributed_eval", True))  # ours (learner.distributed_eval), not RuntimeConfig's
+    storage_root = rt_dict.pop("storage", None)  # shared path / object-store URI for the outputs (learner.cluster)
+    storage_sync = float(rt_dict.pop("storage_sync_seconds", 60.0))
+    # Outputs (checkpoints, vocabulary, scene cache, results) on a path every node reaches or an
+    # object store; a URI is staged locally, pulled first (resume) and pushed back as it grows.
+    storage = RunStorage(resolve_output_dir(str(out_dir or cfg.output_dir), storage_root), sync_seconds=storage_sync)
+    if resume:
+        storage.pull()
+    storage.start()
+    cfg.output_dir = storage.local_dir
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if storage.remote:
+        print(f"outputs: {storage.target} (staged in {out})", flush=True)
+    from learner.train_dp import LearnerGroup, LearnerGroupConfig
+
+    learner_cfg = LearnerGroupConfig.from_dict(rt_dict.pop("learner", None))  # the data-parallel learner (train_dp)
     rt_cfg = RuntimeConfig.from_dict(rt_dict)
+    rt_dict["learner"] = dataclasses.asdict(learner_cfg)
     rt_dict["distributed_eval"] = distributed_eval  # logged with the other runtime params
+    rt_dict["storage"] = storage.target
 
     started_ray = connect_ray(address)
     server = None
     tracker = None
     collector = None
+    learner_group = None
     validator = None
     try:
         # ---- tracking
@@ -128,8 +137,14 @@ def run_distributed(cfg, resume: bool = False, address: str | None = None, runti
             from learner.distributed_eval import validator_from_runtime
 
             validator = validator_from_runtime(rt_cfg)
+        wrap, updater = collector.wrap, None
+        if learner_cfg.num_workers >= 1:  # the update on Ray Train ranks; this process only controls
+            learner_group = LearnerGroup(cfg, data.vocab, learner_cfg, n_train=len(data.train), publish=collector.publish,
+                                         out_dir=str(out))
+            wrap, updater = (lambda objective: learner_group.wrap(collector.wrap(objective))), learner_group.update
         result = run_pipeline(cfg, resume=resume, tracker=tracker, data=data, stop_after_steps=stop_after_steps,
-                              wrap_objective=collector.wrap, evaluator=validator)
+                              wrap_objective=wrap, evaluator=validator,
+                              updater=updater)
         if tracker is not None:
             info = collector.actor_info()
             mem = {f"memory/{kind}_rss_mb_max": max(i["rss_bytes"] for i in items) / 2**20 for kind, items in info.items()}
@@ -143,6 +158,9 @@ def run_distributed(cfg, resume: bool = False, address: str | None = None, runti
             print(f"MLflow run: {tracker.dashboard_url}", flush=True)
         return result
     finally:
+        storage.close()  # last push to a URI target (also when the run failed: its checkpoints)
+        if learner_group is not None:
+            learner_group.shutdown()
         if validator is not None:
             validator.shutdown()
         if collector is not None:
@@ -155,6 +173,50 @@ def run_distributed(cfg, resume: bool = False, address: str | None = None, runti
             ray.shutdown()
 
 
+class LearnerLost(RuntimeError):
+    """The training loop's process (the learner) died with its node; resume with `--resume`."""
+
+
+def _run_task(config_path: str, overrides: list, resume: bool, out_dir: str | None, stop_after_steps: int | None) -> dict:
+    import ray
+
+    cfg, runtime = load_config_with_runtime(config_path, overrides)
+    result = run_distributed(cfg, resume=resume, runtime=runtime, out_dir=out_dir, stop_after_steps=stop_after_steps)
+    return {"steps": len(result.history), "stopped_early": bool(result.stopped_early), "output_dir": str(result.output_dir),
+            "node_id": ray.get_runtime_context().get_node_id(), "history": [dict(h) for h in result.history]}
+
+
+def run_on_learner_node(config_path: str, resources: dict | str | None, overrides: list[str] | None = None,
+                        resume: bool = False, out_dir: str | None = None, num_cpus: float = 1.0, num_gpus: float = 0.0,
+                        stop_after_steps: int | None = None) -> dict:
+    """`run_distributed` inside a Ray task placed on the learner node (`resources`, e.g.
+    `{"learner": 1}` or a GPU): the training loop, checkpoints and the MLflow run live there,
+    while this process (anywhere on the cluster) only waits. Returns a summary dict (steps,
+    stopped_early, output_dir, node_id, history). `output_dir` must be storage every node can
+    read (a shared path), so `--resume` works after the learner node is gone.
+
+    Same effect as `ray job submit --entrypoint-resources '{"learner": 1}' -- smart-r1 train ...`.
+    Raises `LearnerLost` with what to do when the task's node dies (no automatic retry: a
+    resumed run continues from the last checkpoint, not from scratch)."""
+    import ray
+
+    from learner.cluster import parse_resources
+
+    res = parse_resources(resources, "learner resources")
+    task = ray.remote(_run_task).options(num_cpus=num_cpus, num_gpus=num_gpus, resources=res or None, max_retries=0)
+    ref = task.remote(str(config_path), list(overrides or []), bool(resume), out_dir, stop_after_steps)
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayTaskError as err:  # the training itself raised: show its error
+        raise err.as_instanceof_cause() from None
+    except ray.exceptions.RayError as err:  # node died, worker killed, out of memory
+        raise LearnerLost(
+            f"the learner (the training loop, a Ray task on a node with {res or 'any resources'}) was lost: "
+            f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}. Checkpoints written so far are in "
+            f"{out_dir or 'the config output_dir'}; run the same command with --resume (on a node that can read it) "
+            f"to continue from the last checkpoint in the same MLflow run.") from err
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m learner.driver", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -164,8 +226,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--ray", action="store_true", help="accepted for symmetry with `smart-r1 train --ray`")
+    p.add_argument("--learner-resources", default=None, metavar="JSON",
+                   help='run the training loop in a Ray task on the node with these resources, e.g. \'{"learner": 1}\'')
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if args.learner_resources:
+        connect_ray(args.address)
+        try:
+            out = run_on_learner_node(args.config, args.learner_resources, args.overrides, resume=args.resume, out_dir=args.out)
+        except LearnerLost as err:
+            print(f"error: {err}", file=sys.stderr, flush=True)
+            return 3
+        print(f"done: {out['steps']} steps on node {out['node_id']}, outputs in {out['output_dir']}", flush=True)
+        return 0
     cfg, runtime = load_config_with_runtime(args.config, args.overrides)
     result = run_distributed(cfg, resume=args.resume, address=args.address, runtime=runtime, out_dir=args.out)
     print(f"done: {len(result.history)} steps, outputs in {result.output_dir}", flush=True)

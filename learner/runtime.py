@@ -29,8 +29,9 @@ from typing import Any, Callable
 
 import numpy as np
 import ray
-from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
+from ray.exceptions import ActorUnavailableError, ObjectLostError, RayActorError, RayTaskError
 
+from learner.cluster import actor_options, on_this_node
 from learner.learner import Learner
 from learner.weights import WeightStore
 from rollout_workers.rollout_actor import RolloutActor
@@ -49,6 +50,10 @@ class RuntimeConfig:
     learner_cpus: float = 0.5
     learner_gpus: float | None = None  # None: 1 if the cluster has a GPU, else 0
     rollout_gpus: float = 0.0
+    # Custom Ray resources per actor ({"rollout": 1}): rollout / scorer actors land only on nodes
+    # that advertise them (`ray start --resources`, a KubeRay group's rayStartParams); {} = anywhere.
+    rollout_resources: dict = field(default_factory=dict)
+    scorer_resources: dict = field(default_factory=dict)
     scenes_per_task: int = 4
     max_inflight_rollouts_per_actor: int = 1
     max_inflight_scores_per_scorer: int = 2
@@ -69,6 +74,10 @@ class RuntimeConfig:
     def __post_init__(self):
         if self.mode not in ("sync", "async"):
             raise ValueError(f"runtime config: mode {self.mode!r} is not 'sync' or 'async'")
+        from learner.cluster import parse_resources
+
+        self.rollout_resources = parse_resources(self.rollout_resources, "runtime config: rollout_resources")
+        self.scorer_resources = parse_resources(self.scorer_resources, "runtime config: scorer_resources")
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "RuntimeConfig":
@@ -145,6 +154,11 @@ class ResilientPool:
             else:
                 log.warning("%s actor %d died (%s); task %r re-queued", self.name, i, type(err).__name__, key)
             self.submit(key, *args, front=True)
+            return "requeued", key, err
+        except ObjectLostError as err:  # finished, but its result was on a node that is gone: run it again
+            log.warning("%s task %r: result lost with its node (%s); re-queued", self.name, key, type(err).__name__)
+            self.submit(key, *args, front=True)
+            self.n_requeued += 1
             return "requeued", key, err
         except RayTaskError as err:
             return "failed", key, err
@@ -240,7 +254,7 @@ class DistributedRuntime:
         # Named, so rollout actors (max_restarts > 0) get its name, not its handle, as a constructor
         # argument: a restart never depends on an object-store argument (ray-project/ray#53727).
         self.weight_store_name = f"srt_weights_{uuid.uuid4().hex[:12]}"
-        self.weight_store = WeightStore.options(name=self.weight_store_name).remote()
+        self.weight_store = WeightStore.options(name=self.weight_store_name, **on_this_node()).remote()
         self.learner = None
         if learner:
             self.learner = Learner.options(num_cpus=c.learner_cpus, num_gpus=learner_gpus, max_restarts=0).remote(
@@ -249,7 +263,8 @@ class DistributedRuntime:
             ray.get(self.learner.stats.remote())  # constructed; version 0 published
         self.rollout_actors = [self._make_rollout(i) for i in range(c.num_rollout_actors)]
         self.scorers = [
-            ScorerActor.options(num_cpus=c.scorer_cpus, max_restarts=c.max_restarts, max_task_retries=0).remote(
+            ScorerActor.options(**actor_options(c.scorer_cpus, c.scorer_resources, max_restarts=c.max_restarts,
+                                                max_task_retries=0)).remote(
                 workload_spec, f"scorer{i}", c.torch_threads)
             for i in range(c.num_scorers)
         ]
@@ -259,7 +274,8 @@ class DistributedRuntime:
     def _make_rollout(self, i: int):
         c = self.cfg
         return RolloutActor.options(
-            num_cpus=c.rollout_cpus, num_gpus=c.rollout_gpus, max_restarts=c.max_restarts, max_task_retries=0
+            **actor_options(c.rollout_cpus, c.rollout_resources, num_gpus=c.rollout_gpus, max_restarts=c.max_restarts,
+                            max_task_retries=0)
         ).remote(self.workload_spec, self.weight_store_name, f"rollout{i}", c.torch_threads, None if c.rollout_gpus else "cpu")
 
     def publish_weights(self, numpy_state: dict, version: int) -> None:

@@ -54,6 +54,7 @@ import uuid
 import numpy as np
 import ray
 
+from learner.cluster import actor_options, on_this_node
 from learner.runtime import ResilientPool
 from learner.weights import WeightStore, state_to_numpy
 
@@ -274,8 +275,9 @@ class DistributedCollector:
         tag = uuid.uuid4().hex[:12]
         ns = ray.get_runtime_context().namespace
         self.names = {"assets": f"smart_r1_assets_{tag}", "weights": f"smart_r1_weights_{tag}", "namespace": ns}
-        self.weight_store = WeightStore.options(name=self.names["weights"], namespace=ns).remote()
-        self.assets = _AssetStore.options(name=self.names["assets"], namespace=ns).remote()
+        # Both hold the run's state: pinned to the learner's node (a lost rollout node must not take them along).
+        self.weight_store = WeightStore.options(name=self.names["weights"], namespace=ns, **on_this_node()).remote()
+        self.assets = _AssetStore.options(name=self.names["assets"], namespace=ns, **on_this_node()).remote()
         self._vocab_ref = ray.put(vocab)
         ray.get(self.assets.put.remote("vocab", [self._vocab_ref]))
         self.version = -1
@@ -284,13 +286,15 @@ class DistributedCollector:
         cfg_dict = resolved_dict(cfg)
         rg = runtime.rollout_gpus if ray.cluster_resources().get("GPU", 0) else 0
         self.rollout_actors = [
-            SmartRolloutActor.options(num_cpus=runtime.rollout_cpus, num_gpus=rg, max_restarts=runtime.max_restarts,
-                                      max_task_retries=0).remote(cfg_dict, self.names, runtime.torch_threads)
+            SmartRolloutActor.options(**actor_options(runtime.rollout_cpus, runtime.rollout_resources, num_gpus=rg,
+                                                      max_restarts=runtime.max_restarts, max_task_retries=0)
+                                      ).remote(cfg_dict, self.names, runtime.torch_threads)
             for _ in range(runtime.num_rollout_actors)
         ]
         self.scorers = [
-            SmartScorerActor.options(num_cpus=runtime.scorer_cpus, max_restarts=runtime.max_restarts,
-                                     max_task_retries=0).remote(runtime.torch_threads)
+            SmartScorerActor.options(**actor_options(runtime.scorer_cpus, runtime.scorer_resources,
+                                                     max_restarts=runtime.max_restarts, max_task_retries=0)
+                                     ).remote(runtime.torch_threads)
             for _ in range(runtime.num_scorers)
         ]
         ray.get([a.info.remote() for a in self.rollout_actors + self.scorers])
@@ -308,13 +312,15 @@ class DistributedCollector:
             fp = float(sum(float(p.detach().float().sum()) for p in policy.parameters()))
         return fp, sum(int(getattr(p, "_version", 0)) for p in policy.parameters())
 
-    def publish(self, policy) -> int:
-        """Publish the policy's weights if they changed since the last publish; returns the version."""
+    def publish(self, policy, weights_ref=None) -> int:
+        """Publish the policy's weights if they changed since the last publish; returns the version.
+        `weights_ref`: the same weights already in the object store (put there by rank 0 of the
+        data-parallel learner, `learner.train_dp.LearnerGroup`): announced as is, not put again."""
         fp = self._fingerprint(policy)
         if fp != self._published_fingerprint:
             t0 = time.perf_counter()
             self.version += 1
-            ref = ray.put(state_to_numpy(policy))
+            ref = weights_ref if weights_ref is not None else ray.put(state_to_numpy(policy))
             ray.get(self.weight_store.publish.remote(self.version, [ref]))
             if self.rt.mode == "async":
                 self._weight_refs[self.version] = ref
@@ -486,7 +492,7 @@ class DistributedCollector:
         device = inputs.batch.agent_scene.device
         rb = rollout_batch_from_numpy(cls_path, fields, device)
         # The logged history tokens must line up with the batch's agents.
-        hist = torch.as_tensor(fields["token_index"])[0, :, :2]  # [n_agent, 2]
+        hist = torch.as_tensor(np.array(fields["token_index"][0, :, :2]))  # [n_agent, 2] (a copy: read-only arrays)
         want = inputs.batch.token_index[:, :2].cpu()  # [n_agent, 2]
         valid = inputs.batch.token_valid[:, :2].cpu().bool()  # [n_agent, 2]
         if hist.shape != want.shape or not torch.equal(hist[valid], want[valid]):

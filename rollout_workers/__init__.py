@@ -4,5 +4,5 @@
   `RolloutResult` / `ScoreResult` (numpy only), the workload registry.
 - `rollout_actor.RolloutActor`: model replica, newest weights by version, batches of scenes x rollouts.
 - `scorer.ScorerActor`: scores one scene's rollouts (fast backend default; official in its own process).
-- `toy`: a small real workload for tests and benchmarks.
+(The toy workload of the generic-runtime tests and benchmarks lives in `benchmarks/toy_workload.py`.)
 """

@@ -8,7 +8,8 @@ workload from a picklable spec `{"name": <registered name>, **params}` (or
 - scorer actor:  `score(scene_id, scoring_payload)`;
 - learner:       `make_policy()`, `make_learner(policy)`, `update(learner_state, result, rewards)`.
 
-A workload wraps library code (the toy one is in `rollout_workers.toy`; the SMART-R1 training
+A workload wraps library code (the toy one of the generic-runtime tests and benchmarks is
+`benchmarks.toy_workload`, spec `{"name": "toy", "module": "benchmarks.toy_workload"}`; the SMART-R1 training
 schedule is distributed by `learner.smart_collect`, which calls the library objective's
 `rollout` / `score_scene` / `make_experience` directly); the runtime never copies it. Everything that crosses a process boundary is numpy / plain Python (`RolloutResult`,
 `ScoreResult`), never a torch autograd graph.
@@ -23,7 +24,6 @@ from typing import Any, Callable
 import numpy as np
 
 _WORKLOADS: dict[str, Callable[..., "Workload"]] = {}
-_BUILTIN_MODULES = {"toy": "rollout_workers.toy", "model_preset": "rollout_workers.toy"}
 
 
 def register_workload(name: str):
@@ -56,10 +56,11 @@ def build_workload(spec: dict | "Workload") -> "Workload":
     name = spec.pop("name", None)
     if name is None:
         raise ValueError(f"workload spec needs 'name' or 'factory': {spec}")
-    if name not in _WORKLOADS and name in _BUILTIN_MODULES:
-        importlib.import_module(_BUILTIN_MODULES[name])
+    module = spec.pop("module", None)  # imported first: registers workloads that live outside the product
+    if module is not None:
+        importlib.import_module(module)
     if name not in _WORKLOADS:
-        raise KeyError(f"unknown workload {name!r}; known: {sorted(set(_WORKLOADS) | set(_BUILTIN_MODULES))}")
+        raise KeyError(f"unknown workload {name!r} (module {module!r}); known: {sorted(_WORKLOADS)}")
     return _WORKLOADS[name](**spec)
 
 

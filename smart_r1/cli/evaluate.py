@@ -50,6 +50,9 @@ def register(subparsers) -> None:
     ray_g.add_argument("--num-rollout-workers", type=int, default=2, help="rollout actors (with --ray/--address)")
     ray_g.add_argument("--num-scorers", type=int, default=1, help="scorer actors (with --ray/--address)")
     ray_g.add_argument("--max-restarts", type=int, default=3, help="restarts of a dead actor before it is dropped")
+    ray_g.add_argument("--rollout-resources", default=None, metavar="JSON",
+                       help='custom Ray resources per rollout actor, e.g. \'{"rollout": 1}\' (lands on nodes advertising them)')
+    ray_g.add_argument("--scorer-resources", default=None, metavar="JSON", help="custom Ray resources per scorer actor")
     p.add_argument("--out", default="eval_out", help="output folder (scores.parquet, report/)")
     p.add_argument("--scores", default=None, help="Parquet file of per-scene scores (default OUT/scores.parquet)")
     p.add_argument("--no-report", action="store_true", help="only score")
@@ -102,7 +105,8 @@ def run(args) -> int:
         from learner.distributed_eval import evaluate_distributed
 
         run_fn = functools.partial(evaluate_distributed, address=args.address, num_rollout_workers=args.num_rollout_workers,
-                                   num_scorers=args.num_scorers, max_restarts=args.max_restarts)
+                                   num_scorers=args.num_scorers, max_restarts=args.max_restarts,
+                                   rollout_resources=args.rollout_resources, scorer_resources=args.scorer_resources)
     try:
         result = evaluate_and_report(
             evaluate_fn=run_fn,

@@ -199,13 +199,19 @@ class Trainer:
       runtime can roll the next batch out while the learner updates (see `learner.smart_collect`).
     - `evaluator(model, split, vocab, eval_cfg, seed, max_agents, radius_m, progress) -> dict`:
       replaces the held-out evaluation after each stage (default `evaluate` in this module).
+    - `updater(state, objective, experience, stage_index=..., total_steps=...) -> metrics`:
+      replaces the optimiser step `smart_r1.train.step.update` (same contract: one step, advances
+      `state.step`, leaves `state.model` holding the new weights); the Ray driver uses it to run
+      the update on a data-parallel worker group (`learner.train_dp.LearnerGroup`).
     """
 
     def __init__(self, cfg: TrainConfig, model: torch.nn.Module, vocab, train: Split, val: Split | None,
                  out_dir: str | Path, tracker=None, vocab_dir: str | None = None, stop_after_steps: int | None = None,
-                 wrap_objective: Callable[[Any], Any] | None = None, evaluator: Callable[..., dict] | None = None):
+                 wrap_objective: Callable[[Any], Any] | None = None, evaluator: Callable[..., dict] | None = None,
+                 updater: Callable[..., dict] | None = None):
         self.cfg = cfg
         self.wrap_objective = wrap_objective
+        self.updater = updater
         self.evaluator = evaluator or evaluate
         self.model = model
         self.vocab = vocab
@@ -388,7 +394,10 @@ class Trainer:
                 next_gen = torch.Generator().manual_seed(derive_seed(cfg.seed, stage_index, step + 1, "rollout"))
                 prefetch(self._inputs(stage_index, step + 1, objective, bs), next_gen, state.reference)
             experience = objective.collect(self.model, inputs, generator=gen, reference=state.reference)
-            metrics = update(state, objective, experience)
+            if self.updater is None:
+                metrics = update(state, objective, experience)
+            else:
+                metrics = self.updater(state, objective, experience, stage_index=stage_index, total_steps=total)
             metrics["step_seconds"] = time.perf_counter() - t0
             record = {"stage": stage.name, "stage_index": stage_index, "step": step, **metrics}
             self.history.append(record)

@@ -219,9 +219,9 @@ def results_table(evaluations: dict[str, dict[str, float]]) -> str:
 
 def run_pipeline(cfg: TrainConfig, resume: bool = False, out_dir: str | Path | None = None, tracker=None,
                  data: PreparedData | None = None, stop_after_steps: int | None = None,
-                 wrap_objective=None, evaluator=None) -> TrainResult:
+                 wrap_objective=None, evaluator=None, updater=None) -> TrainResult:
     """Run `cfg`'s stage schedule end to end (data -> model -> stages -> evaluation table).
-    `wrap_objective` / `evaluator`: the `Trainer` hooks (used by the Ray driver)."""
+    `wrap_objective` / `evaluator` / `updater`: the `Trainer` hooks (used by the Ray driver)."""
     out = Path(out_dir or cfg.output_dir)
     if out_dir is not None:
         cfg.output_dir = str(out)
@@ -241,7 +241,8 @@ def run_pipeline(cfg: TrainConfig, resume: bool = False, out_dir: str | Path | N
         tracker = make_tracker_for(cfg, run_id)
     (out / "config.resolved.json").write_text(json.dumps(resolved_dict(cfg), indent=1))
     trainer = Trainer(cfg, model, data.vocab, data.train, data.val, out, tracker=tracker, vocab_dir=str(data.vocab_dir),
-                      stop_after_steps=stop_after_steps, wrap_objective=wrap_objective, evaluator=evaluator)
+                      stop_after_steps=stop_after_steps, wrap_objective=wrap_objective, evaluator=evaluator,
+                      updater=updater)
     try:
         result = trainer.run(resume=resume)
         if not result.stopped_early:

@@ -11,7 +11,7 @@ import pytest
 
 pytestmark = pytest.mark.ray
 
-TOY = {"name": "toy", "n_rollout": 8}
+TOY = {"name": "toy", "module": "benchmarks.toy_workload", "n_rollout": 8}
 
 
 def test_weight_versioning_and_lag_drop(ray_local):
