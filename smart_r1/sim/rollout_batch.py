@@ -26,6 +26,11 @@ class RolloutBatch:
     sim_mask: torch.Tensor  # [n_agent] bool
     sampler: str = ""
     seed: int | None = None
+    # log q(sampled token) under the distribution sampled from (support renormalised, temperature
+    # applied; `objectives.logprob.token_logprob(..., "sampled")`), 0 if not simulated
+    sample_logprob: torch.Tensor | None = None  # [R, n_agent, 16] float32
+    sample_support: torch.Tensor | None = None  # [R, n_agent, 16, k] int32 token ids the sampler drew from, -1 = none
+    sample_temperature: float = 1.0
 
     @property
     def n_rollout(self) -> int:
