@@ -55,8 +55,10 @@ class DPO(RLObjective):
         self.beta = float(beta)
         self.normalize = normalize
 
-    def loss(self, policy, experience, reference=None):
-        logp, logp_ref, mask = self._policy_and_ref_logprobs(policy, experience, reference)  # [R, n_agent, 16]
+    token_separable = False  # a sigmoid of per-sequence sums: dL/dlogp needs every log-prob first
+
+    def loss_from_logprobs(self, logp, logp_ref, mask, experience, extra=None):
+        """logp, logp_ref, mask: [R, n_agent, 16] (sampled future tokens)."""
         inputs = experience.inputs
         maskf = mask.to(logp.dtype)
         seq = sequence_logprob(logp, maskf, inputs.batch.agent_scene, inputs.n_scene, self.normalize)  # [R, n_scene]

@@ -11,7 +11,6 @@ from smart_r1.objectives.base import RLObjective, per_token_from_scene
 from smart_r1.objectives.advantages import get_advantage
 from smart_r1.objectives.losses import grpo_loss, masked_mean
 from smart_r1.objectives.registry import register_objective
-from smart_r1.tokens.tokenized_scene import N_HISTORY_TOKEN
 
 
 @register_objective("grpo")
@@ -38,8 +37,8 @@ class GRPO(RLObjective):
             valid = torch.ones_like(rewards, dtype=torch.bool)  # [G, n_scene]
         return get_advantage("group_normalized")(rewards, valid, None)  # [G, n_scene], over finite rewards only
 
-    def loss(self, policy, experience, reference=None):
-        logp, logp_ref, mask = self._policy_and_ref_logprobs(policy, experience, reference)  # [R, n_agent, 16]
+    def loss_from_logprobs(self, logp, logp_ref, mask, experience, extra=None):
+        """logp, logp_ref, mask: [R, n_agent, 16] (sampled future tokens)."""
         rb = experience.rollout
         logp_old = rb.logprob.to(logp.device).float()  # [R, n_agent, 16] sampling policy
         adv_tok = per_token_from_scene(experience.advantages.to(logp.device), experience.inputs.batch.agent_scene, logp.shape[-1])

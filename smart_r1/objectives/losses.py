@@ -46,6 +46,23 @@ def smoothed_cross_entropy(
     return masked_mean(per_token, mask)
 
 
+def smoothed_cross_entropy_from_logprobs(
+    logp: torch.Tensor, mean_valid_logp: torch.Tensor | None, mask: torch.Tensor, label_smoothing: float = 0.0
+) -> torch.Tensor:
+    """`smoothed_cross_entropy` from per-token quantities: logp [...] log-prob of the target,
+    mean_valid_logp [...] mean log-prob over the agent type's vocabulary (needed when
+    label_smoothing > 0), mask [...] bool. Same value as `smoothed_cross_entropy`."""
+    nll = -logp  # [...]
+    if label_smoothing > 0.0:
+        if mean_valid_logp is None:
+            raise ValueError("smoothed_cross_entropy_from_logprobs: label smoothing needs mean_valid_logp")
+        per_token = (1.0 - label_smoothing) * nll - label_smoothing * mean_valid_logp  # [...]
+    else:
+        per_token = nll
+    per_token = torch.where(mask, per_token, torch.zeros_like(per_token))  # [...]
+    return masked_mean(per_token, mask)
+
+
 def k3_kl(logp: torch.Tensor, logp_ref: torch.Tensor) -> torch.Tensor:
     """Per-token unbiased KL estimator (eq. 4, Schulman's k3): with x = pi_ref/pi,
     KL ~ x - log x - 1 = pi_ref/pi - log(pi_ref/pi) - 1 >= 0, = 0 iff pi = pi_ref.

@@ -83,10 +83,10 @@ class MPO(RLObjective):
             valid = torch.ones_like(rewards, dtype=torch.bool)  # [R, n_scene]
         return get_advantage(self.advantage)(rewards, valid, self.alpha)  # [R, n_scene] eq. 3 for `threshold`
 
-    def loss(self, policy, experience, reference=None):
+    def loss_from_logprobs(self, logp, logp_ref, mask, experience, extra=None):
+        """logp, logp_ref, mask: [R, n_agent, 16] (sampled future tokens)."""
         if self.needs_calibration:
             raise RuntimeError("mpo: alpha is 'calibrate' but was never calibrated (call set_alpha first)")
-        logp, logp_ref, mask = self._policy_and_ref_logprobs(policy, experience, reference)  # [R, n_agent, 16]
         adv = experience.advantages
         if adv is None:
             adv = self.advantages(experience.rewards, experience.extras.get("reward_valid"))  # [R, n_scene]

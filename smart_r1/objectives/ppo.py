@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from smart_r1.objectives.base import RLObjective, future_token_mask, per_token_from_scene, rollout_future_logprobs
+from smart_r1.objectives.base import RLObjective
 from smart_r1.objectives.losses import gae, masked_mean, ppo_loss
 from smart_r1.objectives.registry import register_objective
 from smart_r1.tokens.tokenized_scene import CURRENT_ANCHOR, N_FUTURE_TOKEN, N_HISTORY_TOKEN
@@ -89,19 +89,14 @@ class PPO(RLObjective):
         if "value_head" in state:
             self.value_head.load_state_dict(state["value_head"])
 
-    def loss(self, policy, experience, reference=None):
+    @property
+    def needs_reference(self) -> bool:  # the KL term only
+        return self.beta > 0.0
+
+    def loss_from_logprobs(self, logp, logp_ref, mask, experience, extra=None):
+        """logp, logp_ref (None when beta = 0), mask: [R, n_agent, 16] (sampled future tokens)."""
         rb = experience.rollout
         batch = experience.inputs.batch
-        logp = rollout_future_logprobs(policy, batch, rb)  # [R, n_agent, 16]
-
-        mask = future_token_mask(rb, experience.inputs.train_mask)  # [R, n_agent, 16]
-        valid = experience.extras.get("reward_valid")
-        if valid is not None:
-            mask = mask & per_token_from_scene(valid.to(mask.device), batch.agent_scene, mask.shape[-1])
-        logp_ref = None
-        if self.beta > 0.0 and reference is not None:
-            with torch.no_grad():
-                logp_ref = rollout_future_logprobs(reference, batch, rb)
         values = self.value_head(state_features(batch, rb).to(logp.device))  # [R, n_agent, 16]
         # Terminal reward at each agent's last valid future step.
         maskf = mask.float()

@@ -85,6 +85,14 @@ class RolloutBatch:
         changes["token_valid"] = self.token_valid.reshape(-1, self.token_valid.shape[-1])
         return dataclasses.replace(b, **changes)
 
+    def select_rollouts(self, index: torch.Tensor) -> "RolloutBatch":
+        """Rollouts `index` [R'] only (learner minibatches): every tensor field with a leading
+        rollout axis is indexed; `sim_mask` [n_agent] and the scenes stay."""
+        index = torch.as_tensor(index, dtype=torch.long)
+        changes = {f.name: getattr(self, f.name)[index.to(getattr(self, f.name).device)] for f in dataclasses.fields(self)
+                   if isinstance(getattr(self, f.name), torch.Tensor) and f.name != "sim_mask"}
+        return dataclasses.replace(self, **changes)
+
     def future_token_valid(self) -> torch.Tensor:
         """Sampled future tokens.  # [R, n_agent, 16] bool"""
         return self.token_valid[:, :, -N_FUTURE_TOKEN:]
