@@ -732,7 +732,7 @@ class RLObjective(Objective):
         support = getattr(rb, "sample_support", None) if self.logprob_form == "sampled" else None
         return TokenTargets.from_rollouts(
             rb, rb.token_index[:, :, N_HISTORY_TOKEN:], mask, N_HISTORY_TOKEN, form=self.logprob_form, support=support,
-            temperature=float(self.sampler_params.get("temperature", 1.0)),
+            temperature=float(getattr(rb, "sample_temperature", self.sampler_params.get("temperature", 1.0))),
         )
 
 

@@ -19,7 +19,7 @@ from torch import nn
 from smart_r1.objectives.base import RLObjective
 from smart_r1.objectives.losses import gae, masked_mean, ppo_loss
 from smart_r1.objectives.registry import register_objective
-from smart_r1.tokens.tokenized_scene import CURRENT_ANCHOR, N_FUTURE_TOKEN, N_HISTORY_TOKEN
+from smart_r1.tokens.tokenized_scene import CURRENT_ANCHOR, N_FUTURE_TOKEN
 
 N_STATE_FEATURE = 10
 
