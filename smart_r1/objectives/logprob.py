@@ -108,3 +108,14 @@ def token_logprob(
     tok_logit = torch.where(row_ok, tok_logit, torch.zeros_like(tok_logit))
     lse = torch.where(row_ok, lse, torch.zeros_like(lse))
     return tok_logit - lse  # [...]
+
+
+def recorded_logprob(rb, form: str) -> torch.Tensor:
+    """The log-prob each rollout token was sampled with, in `form`: `RolloutBatch.logprob`
+    (full softmax) or `RolloutBatch.sample_logprob` (the sampler's). [R, n_agent, 16] float32"""
+    check_form(form)
+    lp = rb.logprob if form == "full_softmax" else getattr(rb, "sample_logprob", None)
+    if lp is None:
+        raise ValueError(f"the rollout batch has no recorded {form!r} log-prob (RolloutBatch.sample_logprob): "
+                         "it was made by a simulator that does not record the sampler's distribution")
+    return lp.float()
