@@ -111,8 +111,13 @@ class AgentBatch:
         return self.anchor_pose.device
 
     def to(self, device) -> "AgentBatch":
+        """Every tensor on `device`; from CPU to a GPU through pinned host memory (asynchronous copies)."""
+        device = torch.device(device)
+        if device == self.device:
+            return self
+        pin = device.type == "cuda" and self.device.type == "cpu"
         changes = {
-            f.name: getattr(self, f.name).to(device)
+            f.name: (getattr(self, f.name).pin_memory().to(device, non_blocking=True) if pin else getattr(self, f.name).to(device))
             for f in dataclasses.fields(self)
             if isinstance(getattr(self, f.name), torch.Tensor)
         }

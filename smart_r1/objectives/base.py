@@ -259,8 +259,9 @@ class TokenScores:
 
 
 # Default micro-batch budget: (sequence, agent, position) rows of one teacher-forced forward.
-# ~2 MB of autograd state per row for `tiny` on CPU (benchmarks/README.md): 4096 rows ~ 1 GB.
-DEFAULT_MAX_TOKENS_PER_MICROBATCH = 4096
+# ~1 MB of autograd state per row for `tiny` (benchmarks/README.md); small micro-batches are also
+# faster on CPU (cache-sized edge tensors): one 32-agent rollout (576 rows) per micro-batch.
+DEFAULT_MAX_TOKENS_PER_MICROBATCH = 1024
 
 
 @dataclass
@@ -384,7 +385,10 @@ def score_tokens(
     for mb in plan:
         if mb.first_of_group:
             sub = batch if mb.agent_rows is None else batch.select_scenes(mb.scenes)
-            with torch.set_grad_enabled(map_needs_grad), _autocast(dev, autocast_dtype):
+            # No grad here: the map's own graph (all map-map edges) is rebuilt at the end of the
+            # group, so it never coexists with a micro-batch's graph (peak = the larger of the two).
+            map_rng = _rng_state(dev) if map_needs_grad else None
+            with torch.no_grad(), _autocast(dev, autocast_dtype):
                 map_feat = model.encode_map(sub)  # [n_map_group, hidden]
             map_leaf = map_feat.detach().requires_grad_(map_needs_grad)
         seq = {k: _take_rows(getattr(targets, k), mb) for k in ("anchor_pose", "anchor_valid", "token_index", "token_valid")}
@@ -406,9 +410,31 @@ def score_tokens(
         if mean_valid is not None:
             _put_rows(mean_valid, mb, mv.detach())
         if mb.last_of_group and map_needs_grad and map_leaf.grad is not None:
-            map_feat.backward(map_leaf.grad)
+            with _replay_rng(dev, map_rng), torch.enable_grad(), _autocast(dev, autocast_dtype):
+                map_feat = model.encode_map(sub)  # [n_map_group, hidden] same values (same dropout draws)
+            map_feat.backward(map_leaf.grad.to(map_feat.dtype))
             map_feat = map_leaf = None
     return TokenScores(logp, entropy, argmax, mean_valid)
+
+
+def _rng_state(device: torch.device):
+    return torch.get_rng_state(), (torch.cuda.get_rng_state(device) if device.type == "cuda" else None)
+
+
+def _replay_rng(device: torch.device, state):
+    """Run a block with the RNG as it was at `state` (dropout replays its draws), then restore."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def ctx():
+        devices = [device] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.set_rng_state(state[0])
+            if state[1] is not None:
+                torch.cuda.set_rng_state(state[1], device)
+            yield
+
+    return ctx()
 
 
 def _map_parameters(model) -> list[torch.Tensor]:
