@@ -34,3 +34,7 @@ def test_distributed_mpo_stage(tmp_path):
     assert all(h["runtime/policy_lag"] == 0.0 for h in hist)
     assert all(math.isfinite(h["loss"]) and 0.0 <= h["reward/mean"] <= 1.0 for h in hist)
     assert hist[1]["kl"] > 0.0  # after one update the policy has moved away from the stage reference
+    # the sampler's log-probs and supports travelled from the 2 actors and merged in agent order:
+    # on the first step (both sides hold the initial weights) the re-scored sampled-form log-prob
+    # equals the recorded one, MPO's ratio is 1
+    assert abs(hist[0]["mpo/ratio_mean"] - 1.0) < 1e-4 and hist[0]["mpo/ratio_max"] < 1.0 + 1e-3, hist[0]
