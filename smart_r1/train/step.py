@@ -281,7 +281,8 @@ def update(
     For each of `n_epochs` passes (`objective.n_epochs`, or the stage's `update_epochs`) and each
     of `objective.n_minibatches` random shares of the rollouts: gradients accumulated over
     micro-batches (`accumulate_gradients`, budget `max_tokens_per_microbatch` rows, default the
-    state's) -> grad-norm clip -> AdamW -> scheduler. Reference log-probs are computed once per
+    state's) -> grad-norm clip -> AdamW; then one scheduler step and `state.step += 1` for the
+    whole experience (stage steps count experiences, not optimiser steps). Reference log-probs are computed once per
     experience (no grad, micro-batched) before the first step. Returns the last step's objective
     metrics plus `grad_norm`, `lr`, `learner/*` counters and the experience's collect metrics.
     """
@@ -314,12 +315,14 @@ def update(
             params = [p for g in state.optimizer.param_groups for p in g["params"] if p.grad is not None]
             grad_norm = torch.nn.utils.clip_grad_norm_(params, state.grad_clip) if params else torch.tensor(0.0)
             state.optimizer.step()
-            if state.scheduler is not None:
-                state.scheduler.step()
-            state.step += 1
             n_steps += 1
             metrics = dict(metrics)
             metrics["grad_norm"] = float(grad_norm)
+    # One training step per experience, however many optimiser steps it took: the stage's step
+    # count, the lr schedule (sized in stage steps) and resume all count experiences.
+    if state.scheduler is not None:
+        state.scheduler.step()
+    state.step += 1
     metrics["lr"] = float(state.optimizer.param_groups[0]["lr"])
     metrics["learner/n_optimizer_step"] = float(n_steps)
     out = dict(experience.metrics)
