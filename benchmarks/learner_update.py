@@ -54,14 +54,15 @@ def one_row(args) -> dict:
     n = args.agents[0]
     vocab = SyntheticVocab(sizes=(2048, 2048, 2048), map_size=1024, seed=0)
     torch.manual_seed(args.seed)
-    model = SmartModel(get_preset(args.preset), vocab_sizes_of(vocab))
+    device = torch.device(args.device)
+    model = SmartModel(get_preset(args.preset), vocab_sizes_of(vocab)).to(device)
     sc = synthetic_tokenized_scene(vocab, n_agent=n, n_road=4, extent=200.0, seed=1000 + n, not_sim_fraction=0.0)
-    batch = collate([sc], vocab)
+    batch = collate([sc], vocab).to(device)
     inputs = TrainBatch(batch, batch.sim_mask.clone(), list(batch.scenario_id))
     params = {"n_rollout": args.rollouts, "sampler": "topk", "sampler_params": {"k": 5}}
     if args.objective == "mpo":
         params.update(alpha=0.0, beta=0.04)
-    objective = get_objective(args.objective, **params)
+    objective = get_objective(args.objective, **params).to(device)
     stage = StageConfig(name="rft", objective=args.objective, steps=10, lr=5e-5)
     learner = argparse.Namespace(max_tokens_per_microbatch=args.max_tokens, autocast=args.autocast)
     state = build_train_state(model, stage, objective, total_steps=10, learner=learner)
@@ -71,15 +72,20 @@ def one_row(args) -> dict:
     rb = run_rollout(model, batch, args.rollouts, "topk", {"k": 5}, g)
     rollout_cpu, rollout_wall = _cpu() - c0, time.perf_counter() - w0
     rss_rollout = _rss_mb()
-    rewards = torch.rand(args.rollouts, 1, generator=g)
+    rewards = torch.rand(args.rollouts, 1, generator=g).to(device)
     exp = objective.make_experience(inputs, rb, rewards)
 
     c0, w0 = _cpu(), time.perf_counter()
     if objective.needs_reference:
         reference_logprobs(objective, state.reference, exp, None, args.max_tokens)  # cached in the experience
     ref_cpu = _cpu() - c0
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     metrics = update(state, objective, exp)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     update_cpu, update_wall = _cpu() - c0, time.perf_counter() - w0
+    gpu_peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
     return {
         "n_agent": n, "n_rollout": args.rollouts, "n_map_token": int(sc.n_map_token), "objective": args.objective,
         "max_tokens_per_microbatch": args.max_tokens, "autocast": args.autocast,
@@ -89,7 +95,8 @@ def one_row(args) -> dict:
         "update_over_rollout": round(update_cpu / max(rollout_cpu, 1e-9), 2),
         "rss_after_rollout_mb": round(rss_rollout), "peak_rss_mb": round(_rss_mb()),
         "n_microbatch": int(metrics["learner/n_microbatch"]), "loss": metrics["loss"], "grad_norm": metrics["grad_norm"],
-        "policy_entropy": metrics["policy/entropy"], "threads": args.threads,
+        "policy_entropy": metrics["policy/entropy"], "threads": args.threads, "device": str(device),
+        "gpu_update_peak_mb": None if gpu_peak is None else round(gpu_peak),
     }
 
 
@@ -101,6 +108,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--objective", default="mpo")
     ap.add_argument("--max-tokens", type=int, default=None, help="learner.max_tokens_per_microbatch (default: the config default)")
     ap.add_argument("--autocast", default="none", choices=["none", "bf16", "fp16"])
+    ap.add_argument("--device", default="cpu", help="cpu | cuda (then gpu_update_peak_mb = torch.cuda.max_memory_allocated of the update)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default=None, help="write {rows: [...]} here")
@@ -118,7 +126,7 @@ def main(argv=None) -> dict:
     for n in args.agents:
         cmd = [sys.executable, "-m", "benchmarks.learner_update", "--child", "--agents", str(n), "--rollouts", str(args.rollouts),
                "--preset", args.preset, "--objective", args.objective, "--max-tokens", str(args.max_tokens),
-               "--autocast", args.autocast, "--threads", str(args.threads), "--seed", str(args.seed)]
+               "--autocast", args.autocast, "--device", args.device, "--threads", str(args.threads), "--seed", str(args.seed)]
         out = subprocess.run(cmd, capture_output=True, text=True)
         rows = [json.loads(line[4:]) for line in out.stdout.splitlines() if line.startswith("ROW ")]
         if out.returncode != 0 or not rows:
