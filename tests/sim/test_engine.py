@@ -197,3 +197,27 @@ def test_rollout_chunks_do_not_change_results(setup):
     assert torch.equal(whole.token_index, chunked.token_index)
     torch.testing.assert_close(whole.future_pose, chunked.future_pose)
     torch.testing.assert_close(whole.logprob, chunked.logprob, atol=1e-5, rtol=0)
+
+
+def test_attention_with_all_neighbours_masked_equals_no_neighbours():
+    """A query whose neighbour list is all masked must get the same output as one with an empty
+    list (K = 0). K is the widest list of the call, so otherwise a scene's rollout depended on the
+    other scenes of its batch (seen: a 1-scene rollout chunk on a Ray actor vs the learner's
+    2-scene re-scoring, log-probs off by up to 0.05 once `to_out`'s bias had trained)."""
+    from smart_r1.model.layers import AttentionBlock
+
+    torch.manual_seed(0)
+    blk = AttentionBlock(hidden_dim=16, num_heads=2, head_dim=4, ffn_dim=32, dropout=0.0, cross=False).eval()
+    with torch.no_grad():
+        blk.to_out.bias.normal_()  # a trained bias (PyTorch / our init may start it at zero)
+    x = torch.randn(5, 16)
+    empty = blk(x, torch.zeros(5, 0, 8), torch.zeros(5, 0, 8), torch.zeros(5, 0, dtype=torch.bool),
+                torch.zeros(5, 0, 8), torch.zeros(5, 0, 8))
+    kv = torch.randn(5, 3, 8)
+    masked = blk(x, kv, kv, torch.zeros(5, 3, dtype=torch.bool), kv, kv)
+    torch.testing.assert_close(masked, empty)
+    some = torch.zeros(5, 3, dtype=torch.bool)
+    some[0, 1] = True  # a query with a neighbour does attend
+    out = blk(x, kv, kv, some, kv, kv)
+    torch.testing.assert_close(out[1:], empty[1:])
+    assert not torch.allclose(out[0], empty[0])
