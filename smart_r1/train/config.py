@@ -9,6 +9,8 @@ naming the file and the field path, e.g. `configs/x.yaml: stages[2].lr: expected
     stages:    [{name, objective, epochs | steps, lr, params, freeze, ...}, ...]
     eval:      {n_scenes, n_rollout, sampler, sampler_params, backend, after_each_stage, every_n_steps,
                 during_stage_n_scenes, render_scenes}
+    learner:   {max_tokens_per_microbatch: 1024, autocast: none}
+    device:    cpu | cuda | auto
     tracking:  {uri, experiment, run_name, enabled, system_metrics, register_model, model_name}
 
 `load_config("cpu_demo")` also takes a config *name*: the file of that name in the repository's
@@ -112,6 +114,17 @@ class TrackingConfig:
 
 
 @dataclass
+class LearnerConfig:
+    """How the learner runs one update (`smart_r1.train.step.update`); docs/training.md and
+    docs/runtime.md (sizing the budget for a GPU's memory)."""
+
+    # Rows (sequence x agent x position) of one teacher-forced forward with grad. Memory of the
+    # update ~ this budget x the model's per-row activation size, whatever the rollouts / agents.
+    max_tokens_per_microbatch: int = 1024
+    autocast: str = "none"  # none | bf16 | fp16: torch.autocast dtype of the update's forwards
+
+
+@dataclass
 class TrainConfig:
     stages: list[StageConfig]
     seed: int = 0
@@ -122,7 +135,8 @@ class TrainConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     init_from: str | None = None  # checkpoint whose model weights start stage 0 (branch from a finished stage)
-    device: str = "cpu"
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
+    device: str = "cpu"  # cpu | cuda | cuda:N | auto (cuda when a GPU is visible, else cpu)
     num_threads: int = 0  # torch.set_num_threads; 0 = leave as is
     progress: bool = True
 
@@ -139,6 +153,16 @@ class TrainConfig:
 # ----------------------------------------------------------------------------------------------
 # Parsing
 # ----------------------------------------------------------------------------------------------
+
+
+def resolve_device(name: str) -> str:
+    """`device:` -> a torch device string; `auto` is cuda when a GPU is visible here, else cpu
+    (resolved where the model lives, so a CPU driver can configure a GPU learner)."""
+    if name == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
 
 
 def _type_name(tp) -> str:
@@ -257,6 +281,13 @@ def _validate(cfg: TrainConfig, where: str) -> TrainConfig:
         raise ConfigError(f"{where}eval.every_n_steps: must be >= 0, got {cfg.eval.every_n_steps}")
     if cfg.eval.during_stage_n_scenes < 0 or cfg.eval.render_scenes < 0:
         raise ConfigError(f"{where}eval: during_stage_n_scenes and render_scenes must be >= 0")
+    if cfg.learner.max_tokens_per_microbatch < 18:
+        raise ConfigError(f"{where}learner.max_tokens_per_microbatch: must be >= 18 (one agent), "
+                          f"got {cfg.learner.max_tokens_per_microbatch}")
+    if cfg.learner.autocast not in ("none", "bf16", "fp16"):
+        raise ConfigError(f"{where}learner.autocast: expected none | bf16 | fp16, got {cfg.learner.autocast!r}")
+    if not (cfg.device in ("cpu", "cuda", "auto") or cfg.device.startswith("cuda:")):
+        raise ConfigError(f"{where}device: expected cpu | cuda | cuda:N | auto, got {cfg.device!r}")
     d = cfg.data
     if d.synthetic is None and not d.glob:
         raise ConfigError(f"{where}data: give data.synthetic or data.glob")
