@@ -250,7 +250,7 @@ class _LossCounter:
 
 class _CountingObjective:
     """The rank's objective: the library objective, recording how many items (tokens / pairs)
-    each `loss` call averaged over (summed over the calls of one optimiser step)."""
+    each `loss` / `loss_from_logprobs` call averaged over (the latest call before an optimiser step)."""
 
     def __init__(self, inner, counter: _LossCounter):
         object.__setattr__(self, "_inner", inner)
@@ -262,16 +262,27 @@ class _CountingObjective:
     def __setattr__(self, name, value):
         setattr(self._inner, name, value)
 
-    def loss(self, policy, experience, reference=None):
-        loss, metrics = self._inner.loss(policy, experience, reference=reference)
+    def _record(self, experience, metrics) -> None:
         n = next((metrics[k] for k in LOSS_COUNT_KEYS if k in metrics), None)
         if n is None and getattr(experience, "rollout", None) is not None:
             n = _rl_token_count(experience)
         if n is None:
             raise RuntimeError(f"data-parallel learner: objective {self._inner.name!r} reports none of "
                                f"{LOSS_COUNT_KEYS} in its loss metrics; cannot weight its ranks by the global count")
-        self._counter.count += float(n)
+        # Every evaluation of the loss between two optimiser steps is over the same shard (the
+        # micro-batched update evaluates it per micro-batch on placeholders and once on the final
+        # log-probs), so the latest count is the count of this step.
+        self._counter.count = float(n)
         self._counter.seen = True
+
+    def loss(self, policy, experience, reference=None):
+        loss, metrics = self._inner.loss(policy, experience, reference=reference)
+        self._record(experience, metrics)
+        return loss, metrics
+
+    def loss_from_logprobs(self, logp, logp_ref, mask, experience, extra=None):
+        loss, metrics = self._inner.loss_from_logprobs(logp, logp_ref, mask, experience, extra)
+        self._record(experience, metrics)
         return loss, metrics
 
 
@@ -333,9 +344,9 @@ class _SyncedOptimizer:
         buf = torch.cat(flat + [has_grad, tail])  # [sum numel + P + 2]
         dist.all_reduce(buf, op=dist.ReduceOp.SUM)
         if float(buf[-2]) > 0:
-            raise RuntimeError("data-parallel learner: the update of a rank never called objective.loss, so its loss "
+            raise RuntimeError("data-parallel learner: the update of a rank never evaluated the objective's loss, so its loss "
                                "count (n_token / n_pair) is unknown and the ranks cannot be weighted; the gradient sync "
-                               "of learner.train_dp expects the optimiser step to follow objective.loss calls")
+                               "of learner.train_dp expects the optimiser step to follow objective.loss or loss_from_logprobs calls")
         n_global = float(buf[-1])
         self.last_global_count = n_global
         scale = 1.0 / max(n_global, 1.0)
