@@ -11,8 +11,6 @@ import pytest
 
 @pytest.mark.slow
 def test_checkpoint_and_baseline_report(tmp_path, untrained_checkpoint):
-    pytest.importorskip("smart_r1.sim.simulate")
-    pytest.importorskip("smart_r1.train.pipeline")
     import torch
 
     from smart_r1.eval import evaluate
