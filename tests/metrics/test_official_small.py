@@ -7,7 +7,6 @@ numbers. Results are pinned in tests/fixtures/metrics/official_small_scene.json
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -131,9 +130,6 @@ def test_official_in_process_matches_worker(real_scenario_path, real_submission_
 @pytest.mark.slow
 @pytest.mark.official
 @pytest.mark.timeout(300)
-@pytest.mark.skipif(
-    importlib.util.find_spec("smart_r1.data.convert") is None, reason="smart_r1.data.convert not on this branch yet"
-)
 def test_official_from_scene_matches_proto(real_scenario_path, real_submission_path):
     """Scene in (Scenario rebuilt by smart_r1.data.convert.scene_to_scenario) = proto in."""
     from smart_r1.data.convert import scenario_to_scene
