@@ -16,7 +16,7 @@ from smart_r1.train.config import StageConfig
 from smart_r1.train.pipeline import build_model_for, run_pipeline
 from smart_r1.train.step import build_train_state, update
 
-from conftest import tiny_config
+from tiny_setup import tiny_config
 
 SCHEDULE = (
     "[{name: bc, objective: bc, steps: 6, lr: 1.0e-2, params: {label_smoothing: 0.1}},"
