@@ -9,6 +9,8 @@ Shared start-ups (reuse them in new tests instead of starting your own):
 - `mlflow_server` (session): one real MLflow tracking server; tests use their own experiment
   names (the `unique_name` fixture). `mlflow_server_fresh` is a server of the test's own, for
   tests that stop and restart it or need an empty store.
+- `official_backend`: one official-scorer worker (TensorFlow imported once) for the tests
+  that score with the official code.
 - `tiny_data` (session): the tiny_test config's data; `tiny_setup.tiny_config(*overrides)`
   gives the config (tests/tiny_setup.py).
 """
@@ -178,10 +180,37 @@ def mlflow_server_fresh(tmp_path):
     server.stop()
 
 
+# ----------------------------------------------------------------------------------------------
+# The official scorer: one worker process (TensorFlow loaded once) for the tests that score
+# ----------------------------------------------------------------------------------------------
+
+_official_state: dict = {"backend": None, "last_item": None}
+
+
+def _official_stop() -> None:
+    if _official_state["backend"] is not None:
+        _official_state["backend"].close()
+        _official_state["backend"] = None
+
+
+@pytest.fixture
+def official_backend(request):
+    """A shared `OfficialBackend(config_year=2025, n_rollouts=None)` (any rollout count; its
+    worker process imports TensorFlow once), started on first use and closed after the last test
+    that uses it. Tests of start-up, validation rules or other years build their own."""
+    from smart_r1.metrics.official import OfficialBackend
+
+    if _official_state["backend"] is None:
+        _official_state["backend"] = OfficialBackend(config_year=2025, n_rollouts=None)
+    yield _official_state["backend"]
+    if request.node.nodeid == _official_state["last_item"]:
+        _official_stop()
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config, items):
     """Remember the last selected test that uses each shared service (it stops after that test)."""
-    for state, fixture in ((_ray_state, "ray_local"), (_mlflow_state, "mlflow_server")):
+    for state, fixture in ((_ray_state, "ray_local"), (_mlflow_state, "mlflow_server"), (_official_state, "official_backend")):
         users = [it.nodeid for it in items if fixture in getattr(it, "fixturenames", ())]
         state["last_item"] = users[-1] if users else None
 
@@ -189,3 +218,4 @@ def pytest_collection_modifyitems(config, items):
 def pytest_sessionfinish(session, exitstatus):
     _ray_stop()
     _mlflow_stop()
+    _official_stop()
