@@ -88,6 +88,12 @@ class RolloutWorker:
         bad.update(more_bad)
         return inputs, bad
 
+    def weights(self) -> dict:
+        """The replica's current policy weights as numpy arrays (what it rolls out with)."""
+        from learner.weights import state_to_numpy
+
+        return state_to_numpy(self.policy)
+
     def info(self) -> dict:
         return {"pid": os.getpid(), "version": self.version, "weight_loads": self.n_weight_loads, "wait_seconds": self.wait_seconds,
                 "weight_load_seconds": self.weight_load_seconds, "rss_bytes": _rss(), "cpu_seconds": _cpu()}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -170,7 +169,6 @@ def test_score_cli_official_small_scene(real_scenario_path, real_submission_path
     assert f"{stored['metametric']:.4f}" in table
 
 
-@pytest.mark.skipif(importlib.util.find_spec("smart_r1.metrics.fast") is None, reason="fast backend not on this branch yet")
 def test_score_cli_fast_real_scene_matches_official_fixture(real_scenario_path, real_submission_path, tmp_path, capsys):
     """`smart-r1 score --backend fast` on the real scene and shared submission gives the official numbers."""
     out_json = tmp_path / "fast.json"

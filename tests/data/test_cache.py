@@ -165,7 +165,7 @@ def test_preprocess_resumes_after_killed_run(tmp_path):
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_preprocess_on_ray_then_skip_on_rerun(tmp_path):
+def test_preprocess_on_ray_then_skip_on_rerun(tmp_path, ray_local):  # preprocess attaches to the shared instance
     write_copies(tmp_path / "in", n_shards=3, per_shard=1)
     write_records(tmp_path / "in" / "extra.tfrecord.gz", [real_record_bytes()])
     man = preprocess(str(tmp_path / "in"), tmp_path / "cache", num_workers=2, progress=False)

@@ -151,7 +151,7 @@ def test_non_scenario_records_raise_named_error(real_submission_path):
 
 
 def test_round_trip_synthetic_scenes():
-    synth = pytest.importorskip("smart_r1.data.synth")
+    from smart_r1.data import synth
     for i in range(2):
         proto = synth.generate_scenario(0, i, synth.SynthConfig())
         back = scene_to_scenario(scenario_to_scene(proto.SerializeToString()))

@@ -270,7 +270,7 @@ def test_bad_config_is_named():
 
 
 def test_cli_data_synth(tmp_path, capsys):
-    cli = pytest.importorskip("smart_r1.cli")
+    from smart_r1 import cli
     code = cli.main(["data", "synth", "--out", str(tmp_path), "--num-scenes", "3", "--seed", "1", "--shards", "1",
                      "--min-agents", "8", "--max-agents", "12"])
     assert code == 0

@@ -124,6 +124,11 @@ def test_open_polyline_ends_are_not_joined():
     road = _road([[[0, 0, 0], [10, 0, 0], [10, 10, 0], [0, 10, 0], [0, 2, 0]], [[500, 500, 0], [501, 500, 0]]])
     assert not bool(road.segs.next[3] == 0)
     assert bool(road.segs.next[3] == 3) and bool(road.segs.prev[0] == 0)
+    # Two points just past the open end (0, 2) of the last segment (0, 10) -> (0, 2), nearest to
+    # that end: inside the square (x > 0, the segment's left) on-road, outside (x < 0) off-road,
+    # |d| = distance to the end point (0, 2).
+    d = road(torch.tensor([[0.5, 1.5, 0.0], [-0.5, 1.5, 0.0]])).tolist()
+    assert d == pytest.approx([-math.hypot(0.5, 0.5), math.hypot(0.5, 0.5)], abs=1e-5)
 
 
 @SETTINGS

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from smart_r1.metrics.base import LIKELIHOOD_FIELDS
-from smart_r1.metrics.official import OfficialBackend, tcmalloc_path
+from smart_r1.metrics.official import tcmalloc_path
 from smart_r1.metrics.submission import iter_scenario_protos, read_submission
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "metrics" / "official_real_scene_submission.json"
@@ -48,16 +48,16 @@ def test_fixture_holds_reference_numbers():
 @pytest.mark.slow
 @pytest.mark.official
 @pytest.mark.timeout(600)
-def test_official_real_scene_submission(real_scenario_path, real_submission_path):
+def test_official_real_scene_submission(real_scenario_path, real_submission_path, official_backend):
     (scenario,) = list(iter_scenario_protos([real_scenario_path]))
     rollouts = read_submission(real_submission_path)[SID]
     tf_loaded_before = "tensorflow" in sys.modules  # another test may have imported TF
-    with OfficialBackend(config_year=2025) as backend:
-        info = backend.worker_info()
-        assert info["pid"] != os.getpid()
-        assert info["tcmalloc"] == (tcmalloc_path() is not None)
-        scores = backend.score(None, rollouts, scenario_proto=scenario)
-        seconds = backend.last_seconds
+    backend = official_backend  # shared worker (config year 2025)
+    info = backend.worker_info()
+    assert info["pid"] != os.getpid()
+    assert info["tcmalloc"] == (tcmalloc_path() is not None)
+    scores = backend.score(None, rollouts, scenario_proto=scenario)
+    seconds = backend.last_seconds
     assert tf_loaded_before or "tensorflow" not in sys.modules, "the backend loaded TensorFlow into the caller"
     assert scores.backend == "official" and scores.scenario_id == SID and scores.config_year == 2025
     flat = scores.as_flat_dict()

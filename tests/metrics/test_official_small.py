@@ -7,7 +7,6 @@ numbers. Results are pinned in tests/fixtures/metrics/official_small_scene.json
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -18,7 +17,7 @@ import numpy as np
 import pytest
 
 from smart_r1.metrics.base import LIKELIHOOD_FIELDS
-from smart_r1.metrics.official import OfficialBackend, cut_down_scenario
+from smart_r1.metrics.official import cut_down_scenario
 from smart_r1.metrics.submission import iter_scenario_protos, read_submission
 from smart_r1.sim.rollouts import Rollouts
 
@@ -63,14 +62,14 @@ def test_cut_down_scenario_is_smaller_and_valid(real_scenario_path, real_submiss
 @pytest.mark.slow
 @pytest.mark.official
 @pytest.mark.timeout(300)
-def test_official_small_scene_live(real_scenario_path, real_submission_path):
+def test_official_small_scene_live(real_scenario_path, real_submission_path, official_backend):
     small, noisy, replay = small_case(real_scenario_path, real_submission_path)
     tf_loaded_before = "tensorflow" in sys.modules  # another test may have imported TF
-    with OfficialBackend(n_rollouts=None) as backend:
-        s_noisy = backend.score(None, noisy, scenario_proto=small)
-        pid = backend.worker_info()["pid"]
-        s_replay = backend.score(None, replay, scenario_proto=small)
-        assert backend.worker_info()["pid"] == pid, "the worker is reused across calls"
+    backend = official_backend
+    s_noisy = backend.score(None, noisy, scenario_proto=small)
+    pid = backend.worker_info()["pid"]
+    s_replay = backend.score(None, replay, scenario_proto=small)
+    assert backend.worker_info()["pid"] == pid, "the worker is reused across calls"
     assert tf_loaded_before or "tensorflow" not in sys.modules, "the backend loaded TensorFlow into the caller"
     # Log replay: zero displacement, collision/offroad likelihoods perfect for the log's own events.
     assert s_replay.min_average_displacement_error == 0.0 and s_replay.average_displacement_error == 0.0
@@ -131,17 +130,13 @@ def test_official_in_process_matches_worker(real_scenario_path, real_submission_
 @pytest.mark.slow
 @pytest.mark.official
 @pytest.mark.timeout(300)
-@pytest.mark.skipif(
-    importlib.util.find_spec("smart_r1.data.convert") is None, reason="smart_r1.data.convert not on this branch yet"
-)
-def test_official_from_scene_matches_proto(real_scenario_path, real_submission_path):
+def test_official_from_scene_matches_proto(real_scenario_path, real_submission_path, official_backend):
     """Scene in (Scenario rebuilt by smart_r1.data.convert.scene_to_scenario) = proto in."""
     from smart_r1.data.convert import scenario_to_scene
 
     small, noisy, _ = small_case(real_scenario_path, real_submission_path)
     scene = scenario_to_scene(small)
-    with OfficialBackend(n_rollouts=None) as backend:
-        got = backend.score(scene, noisy).as_flat_dict()
+    got = official_backend.score(scene, noisy).as_flat_dict()
     stored = json.loads(FIXTURE.read_text())["results"]["noisy"]
     for key in KEYS + RATES:
         assert got[key] == pytest.approx(stored[key], abs=1e-6), key

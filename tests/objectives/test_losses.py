@@ -39,8 +39,10 @@ def test_k3_kl_nonnegative_and_zero_at_equality():
     # Hand case: pi = 0.5, pi_ref = 0.25: ref/pi - log(ref/pi) - 1 = 0.5 + log 2 - 1
     v = k3_kl(torch.tensor(math.log(0.5)), torch.tensor(math.log(0.25)))
     assert v.item() == pytest.approx(0.5 + math.log(2.0) - 1.0, abs=1e-6)
-    # The paper's printed sign (- log(pi/pi_ref)) would give 0.5 - log 2 - 1 < 0: a typo.
-    assert 0.5 - math.log(2.0) - 1.0 < 0
+    # The paper's printed sign (- log(pi/pi_ref), i.e. ref/pi + log(ref/pi) - 1) goes negative
+    # here (0.5 - log 2 - 1 < 0): a typo. k3_kl must not follow it, in either argument order.
+    assert v.item() > 0
+    assert k3_kl(torch.tensor(math.log(0.25)), torch.tensor(math.log(0.5))).item() == pytest.approx(2.0 - math.log(2.0) - 1.0, abs=1e-6)
     # Unbiased: E_{x~pi}[k3] equals the exact KL(pi || pi_ref) for categorical distributions.
     pi = torch.tensor([0.7, 0.2, 0.1])
     ref = torch.tensor([0.3, 0.3, 0.4])

@@ -38,7 +38,7 @@ def _run(tmp_path: Path, name: str, mode: str, steps: int = 3, extra: str = ""):
 WARNING = "constructor arguments in the object store"  # ray-project/ray#53727
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def restartable_probe(ray_local):
     @ray_local.remote(num_cpus=0, max_restarts=1)
     class Probe:
@@ -99,7 +99,7 @@ def test_async_mode_rejects_unknown_mode():
         RuntimeConfig.from_dict({"mode": "streaming"})
 
 
-def test_prefetched_batch_lost_with_actor_falls_back(tmp_path, ray_local):
+def test_prefetched_batch_lost_with_actor_falls_back(tmp_path, ray_local, tiny_data):
     """A rollout actor killed while it holds the prefetched batch: `collect` counts the lost
     prefetch and collects the step synchronously (the re-queueing path; the actor restarts and
     finds the vocabulary and weight store by name)."""
@@ -110,12 +110,12 @@ def test_prefetched_batch_lost_with_actor_falls_back(tmp_path, ray_local):
     from learner.smart_collect import DistributedCollector
     from smart_r1.objectives import get_objective
     from smart_r1.train.data import make_inputs
-    from smart_r1.train.pipeline import build_model_for, prepare_data
+    from smart_r1.train.pipeline import build_model_for
 
     cfg_path = tmp_path / "fault.yaml"
     cfg_path.write_text(f"include: {REPO}/configs/tiny_test.yaml\noutput_dir: {tmp_path}/out\n")
     cfg, _ = load_config_with_runtime(str(cfg_path))
-    data = prepare_data(cfg, tmp_path / "out")
+    data = tiny_data
     model = build_model_for(cfg, data.vocab)
     col = DistributedCollector(cfg, data.vocab, RuntimeConfig(mode="async", num_rollout_actors=2, num_scorers=1,
                                                               rollout_cpus=0.5, scorer_cpus=0.25, max_restarts=2))

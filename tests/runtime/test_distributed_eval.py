@@ -185,7 +185,7 @@ def test_bad_scene_reported_and_skipped(ray_local, scenes_path, tmp_path):
 
 
 @pytest.mark.slow
-def test_distributed_validation_equals_loop_evaluate(ray_local, tmp_path):
+def test_distributed_validation_equals_loop_evaluate(ray_local, tiny_data):
     import dataclasses
 
     import torch
@@ -193,10 +193,10 @@ def test_distributed_validation_equals_loop_evaluate(ray_local, tmp_path):
     from learner.distributed_eval import DistributedValidator
     from smart_r1.train.config import load_config
     from smart_r1.train.loop import evaluate
-    from smart_r1.train.pipeline import build_model_for, prepare_data
+    from smart_r1.train.pipeline import build_model_for
 
     cfg = load_config(REPO / "configs" / "tiny_test.yaml")
-    data = prepare_data(cfg, tmp_path)
+    data = tiny_data
     model = build_model_for(cfg, data.vocab)
     eval_cfg = dataclasses.replace(cfg.eval, batch_size=1)  # 2 chunks, on 2 workers
     val = DistributedValidator(num_workers=2, num_scorers=1)

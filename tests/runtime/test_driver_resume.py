@@ -13,19 +13,20 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_resume_continues_same_mlflow_run(tmp_path, mlflow_server):
+def test_resume_continues_same_mlflow_run(tmp_path, ray_local, mlflow_server, unique_name):
     from mlflow import MlflowClient
 
     from learner.driver import load_config_with_runtime, run_distributed
     from smart_r1.train.checkpoint import Checkpoint, last_checkpoint
 
+    experiment = unique_name("rt-resume")  # the MLflow server is shared with other tests
     cfg_path = tmp_path / "resume.yaml"
     cfg_path.write_text(
         f"include: {REPO}/configs/tiny_test.yaml\n"
         f"output_dir: {tmp_path}/out\n"
         "stages!:\n  - {name: bc, objective: bc, steps: 4, lr: 5.0e-3, checkpoint_every: 1, params: {label_smoothing: 0.1}}\n"
         "eval: {after_each_stage: false}\n"
-        f"tracking: {{enabled: true, experiment: rt-resume, uri: '{mlflow_server.uri}'}}\n"
+        f"tracking: {{enabled: true, experiment: {experiment}, uri: '{mlflow_server.uri}'}}\n"
         "runtime: {num_rollout_actors: 1, num_scorers: 1, rollout_cpus: 0.25, scorer_cpus: 0.25}\n"
     )
     cfg, runtime = load_config_with_runtime(str(cfg_path))
@@ -39,7 +40,7 @@ def test_resume_continues_same_mlflow_run(tmp_path, mlflow_server):
     assert not second.stopped_early
 
     client = MlflowClient(mlflow_server.uri)
-    exp = client.get_experiment_by_name("rt-resume")
+    exp = client.get_experiment_by_name(experiment)
     runs = client.search_runs([exp.experiment_id])
     assert [r.info.run_id for r in runs] == [ckpt.mlflow_run_id]  # one run, continued
     steps = sorted(m.step for m in client.get_metric_history(ckpt.mlflow_run_id, "bc/loss"))

@@ -24,11 +24,12 @@ def test_weight_versioning_and_lag_drop(ray_local):
     learner = Learner.options(num_cpus=0.25).remote(TOY, store, 1)
     actor = RolloutActor.options(num_cpus=0.25).remote(TOY, store, "r0", 1, "cpu")
     assert ray.get(learner.stats.remote())["version"] == 0
+    w0 = ray.get(learner.get_weights.remote())
     r0 = ray.get(actor.rollout.remote(0, ["a", "b"], 1))
     assert r0.policy_version == 0 and r0.scene_ids == ["a", "b"]
     assert set(r0.payload) == {"features", "actions", "logprob"}
     assert all(isinstance(v, np.ndarray) for v in r0.payload.values())  # numpy only, no torch graphs
-    rewards = {s: np.full(8, 0.5, np.float32) for s in r0.scene_ids}
+    rewards = {s: np.linspace(0.0, 1.0, 8, dtype=np.float32) for s in r0.scene_ids}  # spread: a real update
 
     out = ray.get(learner.update.remote(r0, rewards))  # lag 0
     assert not out["dropped"] and out["version"] == 1
@@ -44,13 +45,17 @@ def test_weight_versioning_and_lag_drop(ray_local):
     r1 = ray.get(actor.rollout.remote(1, ["a"], 1))
     assert r1.policy_version == 2
     lw = ray.get(learner.get_weights.remote())
+    aw = ray.get(actor.weights.remote())
+    assert lw and set(aw) == set(lw)
+    for k in lw:
+        np.testing.assert_array_equal(aw[k], lw[k], err_msg=k)
+    assert any(not np.array_equal(lw[k], w0[k]) for k in lw)  # two updates changed the weights
     info = ray.get(actor.info.remote())
     assert info["version"] == 2 and info["weight_loads"] == 2
     # a stale publish never replaces a newer version
     assert ray.get(store.publish.remote(1, [ray.put({})])) == 2
     for a in (store, learner, actor):
         ray.kill(a)
-    assert lw
 
 
 def test_epoch_learns_skips_bad_scenes_and_bounds_lag(ray_local):

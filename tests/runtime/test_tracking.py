@@ -15,9 +15,14 @@ def test_make_tracker_null_without_uri(monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     assert isinstance(make_tracker(None), NullTracker)
     assert isinstance(make_tracker({"tracking": {"uri": "http://x", "enabled": False}}), NullTracker)
-    t = make_tracker({"tracking": {"uri": "none"}})
-    t.log_metrics({"a": 1.0}, step=0)
-    t.close()
+    # An explicit "off" URI in the config wins over the environment, in every spelling.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
+    for off in ("none", "None", "null", "off", "disabled"):
+        t = make_tracker({"tracking": {"uri": off}})
+        assert isinstance(t, NullTracker), off
+        t.log_metrics({"a": 1.0}, step=0)  # a no-op that never blocks or buffers
+        assert t.flush(timeout=0) and t.run_id is None and t.dashboard_url is None
+        t.close()
 
 
 @pytest.mark.slow

@@ -62,7 +62,7 @@ def test_rollout_shapes_and_validity(setup):
 
 
 def test_place_tokens_matches_tokens_geometry(setup):
-    geometry = pytest.importorskip("smart_r1.tokens.geometry")
+    from smart_r1.tokens import geometry
     g = torch.Generator().manual_seed(0)
     anchor = torch.randn(6, 3, generator=g) * 10
     local = torch.randn(6, 5, 3, generator=g)
@@ -173,7 +173,7 @@ def test_catk_with_whole_vocabulary_follows_the_log(setup):
 
 
 def test_catk_target_matches_tokens_closest_token(setup):
-    geometry = pytest.importorskip("smart_r1.tokens.geometry")
+    from smart_r1.tokens import geometry
     vocab, scenes, batch, model = setup
     rb = rollout(model, batch, n_rollout=1, sampler="topk", seed=2)
     p = CURRENT_ANCHOR + 3

@@ -1,26 +1,7 @@
-"""Shared fixture: the tiny_test config's data (synthetic scenes, vocabulary, tokens), built once."""
+"""The train tests use `tiny_data` (tests/conftest.py) and `tiny_setup.tiny_config`.
 
-from __future__ import annotations
+`tiny_config` / `TINY` are re-exported here for older `from conftest import tiny_config` lines;
+that import depends on which conftest pytest registered last, so new code imports them from
+`tiny_setup`."""
 
-from pathlib import Path
-
-import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-TINY = ROOT / "configs" / "tiny_test.yaml"
-
-
-@pytest.fixture(scope="session")
-def tiny_data(tmp_path_factory):
-    from smart_r1.train.config import load_config
-    from smart_r1.train.pipeline import prepare_data
-
-    out = tmp_path_factory.mktemp("tiny_data")
-    cfg = load_config(TINY)
-    return prepare_data(cfg, out)
-
-
-def tiny_config(*overrides: str):
-    from smart_r1.train.config import load_config
-
-    return load_config(TINY, list(overrides))
+from tiny_setup import TINY, tiny_config  # noqa: F401

@@ -9,7 +9,7 @@ import torch
 from smart_r1.train.checkpoint import Checkpoint, last_checkpoint
 from smart_r1.train.pipeline import run_pipeline
 
-from conftest import tiny_config
+from tiny_setup import tiny_config
 
 
 def _losses(history):

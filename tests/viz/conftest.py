@@ -14,23 +14,21 @@ def _single_torch_thread():
 
 
 @pytest.fixture
-def untrained_checkpoint(tmp_path):
-    """An untrained cpu-demo checkpoint on the tiny_test data:
+def untrained_checkpoint(tmp_path, tiny_data, tiny_data_dir):
+    """An untrained cpu-demo checkpoint on the (session) tiny_test data:
     (checkpoint path, its model, the first validation scene, that scene's TFRecord file)."""
-    from pathlib import Path
-
     from smart_r1.data.scenario_io import iter_scenes
     from smart_r1.train.checkpoint import Checkpoint
-    from smart_r1.train.config import load_config
-    from smart_r1.train.pipeline import build_model_for, prepare_data
+    from smart_r1.train.pipeline import build_model_for
+    from tiny_setup import tiny_config
 
-    cfg = load_config(Path(__file__).resolve().parents[2] / "configs" / "tiny_test.yaml")
-    data = prepare_data(cfg, tmp_path / "data")
+    cfg = tiny_config()
+    data = tiny_data
     model = build_model_for(cfg, data.vocab)
     path = Checkpoint(
         model=model.state_dict(), config={}, stage_index=0, stage_name="init", step=0, vocab_dir=str(data.vocab_dir),
         vocab_id=getattr(data.vocab, "vocab_id", None), model_config=model.config.to_dict(),
     ).save(tmp_path / "run" / "checkpoints" / "last.pt")
-    val_files = sorted(p for p in (tmp_path / "data" / "scenes").rglob("validation*.tfrecord*") if p.suffix != ".parquet")
+    val_files = sorted(p for p in (tiny_data_dir / "scenes").rglob("validation*.tfrecord*") if p.suffix != ".parquet")
     assert val_files, "tiny_test data has no validation shard"
     return path, model, next(iter(iter_scenes(str(val_files[0])))), val_files[0]

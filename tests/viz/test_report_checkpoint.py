@@ -11,8 +11,6 @@ import pytest
 
 @pytest.mark.slow
 def test_checkpoint_and_baseline_report(tmp_path, untrained_checkpoint):
-    pytest.importorskip("smart_r1.sim.simulate")
-    pytest.importorskip("smart_r1.train.pipeline")
     import torch
 
     from smart_r1.viz.report import evaluate_and_report
@@ -28,8 +26,15 @@ def test_checkpoint_and_baseline_report(tmp_path, untrained_checkpoint):
     assert names == ["run/last", "baseline:constant_velocity"]
     assert result.sources[0].num_parameters() == model.num_parameters() > 0
     md = (result.report_dir / "report.md").read_text()
-    row = next(line for line in md.splitlines() if line.startswith("| run/last"))
-    assert row.split("|")[-3].strip().endswith("M") or row.split("|")[-3].strip().replace(",", "").isdigit()
+    lines = md.splitlines()
+    header = [c.strip() for c in next(line for line in lines if line.startswith("| Model")).split("|")]
+    params = header.index("Params")
+    cell = {name: [c.strip() for c in next(line for line in lines if line.startswith(f"| {name} ")).split("|")][params]
+            for name in names}
+    # The model's own count, in the report's unit: millions with 2 decimals from 100k up, else the integer.
+    n = model.num_parameters()
+    assert cell["run/last"] == (f"{n / 1e6:.2f}M" if n >= 100_000 else f"{n:,}"), (cell, n)
+    assert cell["baseline:constant_velocity"] == "0"  # a baseline learns nothing
     # same seed -> same rollouts of the checkpoint (per-scene seeds)
     again = result.sources[0].rollouts(scene, 2, 0).trajectories
     assert (again == result.sources[0].rollouts(scene, 2, 0).trajectories).all()
