@@ -16,10 +16,17 @@ user's processes are considered; nothing else on the machine is touched (unlike 
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 
 import psutil
+
+
+def _names_dir(cmd: str, path: str) -> bool:
+    """`path` appears in `cmd` as a whole path (followed by a separator, quote, space or the end):
+    /tmp/sr1-bob must not match a neighbour cluster's /tmp/sr1-bob2."""
+    return re.search(re.escape(path) + r"(?=[/\s\"'=:,]|$)", cmd) is not None
 
 
 def cluster_processes(tmp_dirs: list[str]) -> list[psutil.Process]:
@@ -32,7 +39,7 @@ def cluster_processes(tmp_dirs: list[str]) -> list[psutil.Process]:
             if p.info["uids"] is None or p.info["uids"].real != os.getuid() or p.pid in me:
                 continue
             cmd = " ".join(p.info["cmdline"] or [])
-            if any(d in cmd for d in dirs) or _env_names(p.pid, marks):
+            if any(_names_dir(cmd, d) for d in dirs) or _env_names(p.pid, marks):
                 roots.append(p)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue

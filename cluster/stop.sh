@@ -13,5 +13,6 @@ for f in "$SMART_R1_STATE"/nodes/*.env; do
 done
 rc=0
 "$BIN/python" "$REPO_ROOT/cluster/ray_procs.py" kill "${dirs[@]}" || rc=$?
-rm -f "$SMART_R1_STATE/head.env" "$SMART_R1_STATE"/nodes/*.env
+# Keep the records of a cluster that did not stop cleanly, so a retry still finds its temp dirs.
+[ "$rc" = 0 ] && rm -f "$SMART_R1_STATE/head.env" "$SMART_R1_STATE"/nodes/*.env
 exit $rc

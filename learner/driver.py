@@ -186,6 +186,10 @@ def _run_task(config_path: str, overrides: list, resume: bool, out_dir: str | No
             "node_id": ray.get_runtime_context().get_node_id(), "history": [dict(h) for h in result.history]}
 
 
+FORWARDED_ENV = ("SMART_R1_RUNTIME", "SMART_R1_STORAGE", "SMART_R1_TRACKING_BUFFER", "MLFLOW_TRACKING_URI",
+                 "MLFLOW_EXPERIMENT_NAME")
+
+
 def run_on_learner_node(config_path: str, resources: dict | str | None, overrides: list[str] | None = None,
                         resume: bool = False, out_dir: str | None = None, num_cpus: float = 1.0, num_gpus: float = 0.0,
                         stop_after_steps: int | None = None) -> dict:
@@ -203,7 +207,11 @@ def run_on_learner_node(config_path: str, resources: dict | str | None, override
     from learner.cluster import parse_resources
 
     res = parse_resources(resources, "learner resources")
-    task = ray.remote(_run_task).options(num_cpus=num_cpus, num_gpus=num_gpus, resources=res or None, max_retries=0)
+    # The run reads these from its environment (runtime sizes, storage, tracking): carry the
+    # caller's values to the learner node, whose worker processes do not inherit this shell's.
+    env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
+    task = ray.remote(_run_task).options(num_cpus=num_cpus, num_gpus=num_gpus, resources=res or None, max_retries=0,
+                                         runtime_env={"env_vars": env} if env else None)
     ref = task.remote(str(config_path), list(overrides or []), bool(resume), out_dir, stop_after_steps)
     try:
         return ray.get(ref)

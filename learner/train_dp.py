@@ -171,6 +171,16 @@ def _select_rows(value, rows, n_agent: int, scene_idx, n_scene: int):
     return value
 
 
+# Experience fields indexed by scene ([R, n_scene]); selected by name, never guessed from a shape
+# (R == n_agent or n_scene == n_agent would make a shape test pick the wrong axis).
+SCENE_AXIS_EXTRAS = ("reward_valid",)
+
+
+def _select_scene_columns(value, scene_idx):
+    """[R, n_scene] -> [R, len(scene_idx)]."""
+    return value[:, scene_idx.to(value.device)] if value is not None else None
+
+
 def split_experience(exp, scene_groups: list[list[int]], keep_scenes: bool = False) -> list:
     """One `Experience` per group of scene positions (the inputs, the rollout batch, rewards,
     advantages and per-scene / per-agent extras restricted to those scenes; scalar metrics kept).
@@ -208,9 +218,9 @@ def split_experience(exp, scene_groups: list[list[int]], keep_scenes: bool = Fal
         sel = lambda v: _select_rows(v, rows, n_agent, scene_idx, n_scene)  # noqa: E731
         out.append(Experience(
             inputs=sub_inputs, rollout=rollout,
-            rewards=sel(exp.rewards) if exp.rewards is not None else None,
-            advantages=sel(exp.advantages) if exp.advantages is not None else None,
-            extras={k: sel(v) for k, v in exp.extras.items()},
+            rewards=_select_scene_columns(exp.rewards, scene_idx),  # [R, n_scene_shard]
+            advantages=_select_scene_columns(exp.advantages, scene_idx),  # [R, n_scene_shard]
+            extras={k: (_select_scene_columns(v, scene_idx) if k in SCENE_AXIS_EXTRAS else sel(v)) for k, v in exp.extras.items()},
             metrics=dict(exp.metrics),
         ))
     return out
@@ -406,7 +416,7 @@ class _RankLearner:
         load_numpy_state(self.model, model_state)
         objective = get_objective(stage.objective, **stage.params)
         objective.to(self.device)
-        state = build_train_state(self.model, stage, objective, total_steps)
+        state = build_train_state(self.model, stage, objective, total_steps, learner=self.cfg.learner)
         if train_state.get("reference_model") is not None:
             state.reference = make_reference(self.model)
             state.reference.load_state_dict({k: torch.as_tensor(np.array(v)) for k, v in train_state["reference_model"].items()})
@@ -452,13 +462,17 @@ class _RankLearner:
         return {"metrics": metrics, "count": count, "step": self.state.step, "peak_rss_mb": peak_mb}
 
     def _empty_step(self) -> dict:
-        """The collective part of `update` without a loss: zero gradient, sync, step."""
-        for _ in range(max(1, self.state.update_epochs)):
+        """The collective part of `update` without a loss: as many zero-gradient synced optimiser
+        steps as `update` takes on the other ranks, then one scheduler step (same lr and step
+        count on every rank)."""
+        from smart_r1.train.step import n_optimizer_steps
+
+        for _ in range(n_optimizer_steps(self.state, self.objective)):
             self.state.optimizer.zero_grad(set_to_none=True)
             self.state.optimizer.step()
-            if self.state.scheduler is not None:
-                self.state.scheduler.step()
-            self.state.step += 1
+        if self.state.scheduler is not None:
+            self.state.scheduler.step()
+        self.state.step += 1
         return {"lr": float(self.state.optimizer.param_groups[0]["lr"])}
 
     def weights(self) -> dict:

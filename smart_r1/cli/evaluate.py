@@ -29,6 +29,7 @@ import os
 import sys
 
 from smart_r1.cli.common import add_command, add_scenes_argument, scenes_spec
+from smart_r1.errors import InputError, one_line
 
 
 def register(subparsers) -> None:
@@ -135,8 +136,9 @@ def run(args) -> int:
             fail_fast=args.fail_fast,
         )
     except (FileNotFoundError, KeyError, LookupError, ValueError) as err:
-        print(f"smart-r1 evaluate: error: {err}", file=sys.stderr)
-        return 2
+        if isinstance(err, InputError):
+            raise  # main() prints it as one line (exit 2), or its traceback with --debug
+        raise InputError(one_line(err)) from err  # evaluate's own argument checks: a user error too
     finally:
         if tracker is not None:
             tracker.close()

@@ -259,7 +259,7 @@ class TokenScores:
 
 
 # Default micro-batch budget: (sequence, agent, position) rows of one teacher-forced forward.
-# ~1 MB of autograd state per row for `tiny` (benchmarks/README.md); small micro-batches are also
+# ~2 MB of autograd state per row for `tiny` in fp32 on CPU (benchmarks/README.md); small micro-batches are also
 # faster on CPU (cache-sized edge tensors): one 32-agent rollout (576 rows) per micro-batch.
 DEFAULT_MAX_TOKENS_PER_MICROBATCH = 1024
 

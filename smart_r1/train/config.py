@@ -121,7 +121,7 @@ class LearnerConfig:
     # Rows (sequence x agent x position) of one teacher-forced forward with grad. Memory of the
     # update ~ this budget x the model's per-row activation size, whatever the rollouts / agents.
     max_tokens_per_microbatch: int = 1024
-    autocast: str = "none"  # none | bf16 | fp16: torch.autocast dtype of the update's forwards
+    autocast: str = "none"  # none | bf16: torch.autocast dtype of the update's forwards
 
 
 @dataclass
@@ -284,8 +284,8 @@ def _validate(cfg: TrainConfig, where: str) -> TrainConfig:
     if cfg.learner.max_tokens_per_microbatch < 18:
         raise ConfigError(f"{where}learner.max_tokens_per_microbatch: must be >= 18 (one agent), "
                           f"got {cfg.learner.max_tokens_per_microbatch}")
-    if cfg.learner.autocast not in ("none", "bf16", "fp16"):
-        raise ConfigError(f"{where}learner.autocast: expected none | bf16 | fp16, got {cfg.learner.autocast!r}")
+    if cfg.learner.autocast not in ("none", "bf16"):
+        raise ConfigError(f"{where}learner.autocast: expected none | bf16 (no fp16: it needs loss scaling), got {cfg.learner.autocast!r}")
     if not (cfg.device in ("cpu", "cuda", "auto") or cfg.device.startswith("cuda:")):
         raise ConfigError(f"{where}device: expected cpu | cuda | cuda:N | auto, got {cfg.device!r}")
     d = cfg.data

@@ -161,7 +161,8 @@ def build_train_state(
     )
 
 
-_AUTOCAST = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+# No fp16: without loss scaling dL/dlogp (~1 / n_token) underflows fp16 activations' gradients.
+_AUTOCAST = {"none": None, "bf16": torch.bfloat16}
 
 
 def autocast_dtype(name: str | None) -> torch.dtype | None:
@@ -267,6 +268,19 @@ def _minibatches(n_rollout: int, n_minibatches: int, generator: torch.Generator)
     return [idx.sort().values for idx in torch.tensor_split(perm, n_minibatches)]
 
 
+def n_epochs_and_minibatches(state: TrainState, objective: Objective) -> tuple[int, int]:
+    """Passes over an experience and rollout shares per pass that `update` takes."""
+    n_epochs = max(1, int(getattr(objective, "n_epochs", 1)), int(state.update_epochs))
+    n_mini = max(1, int(getattr(objective, "n_minibatches", 1)))
+    return n_epochs, n_mini
+
+
+def n_optimizer_steps(state: TrainState, objective: Objective) -> int:
+    """Optimiser steps of one `update` (a data-parallel rank without a shard takes as many)."""
+    n_epochs, n_mini = n_epochs_and_minibatches(state, objective)
+    return n_epochs * n_mini
+
+
 def update(
     state: TrainState,
     objective: Objective,
@@ -292,8 +306,7 @@ def update(
     device = next(model.parameters()).device
     if isinstance(experience, Experience):
         experience = experience.to(device, non_blocking=device.type == "cuda")
-    n_epochs = max(1, int(getattr(objective, "n_epochs", 1)), int(state.update_epochs))
-    n_mini = max(1, int(getattr(objective, "n_minibatches", 1)))
+    n_epochs, n_mini = n_epochs_and_minibatches(state, objective)
     if n_mini > 1 and getattr(experience, "rollout", None) is None:
         raise ValueError(f"objective {objective.name!r}: n_minibatches {n_mini} needs rollouts to split")
     model.train(objective.train_mode)
