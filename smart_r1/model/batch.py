@@ -111,8 +111,13 @@ class AgentBatch:
         return self.anchor_pose.device
 
     def to(self, device) -> "AgentBatch":
+        """Every tensor on `device`; from CPU to a GPU through pinned host memory (asynchronous copies)."""
+        device = torch.device(device)
+        if device == self.device:
+            return self
+        pin = device.type == "cuda" and self.device.type == "cpu"
         changes = {
-            f.name: getattr(self, f.name).to(device)
+            f.name: (getattr(self, f.name).pin_memory().to(device, non_blocking=True) if pin else getattr(self, f.name).to(device))
             for f in dataclasses.fields(self)
             if isinstance(getattr(self, f.name), torch.Tensor)
         }
@@ -145,6 +150,48 @@ class AgentBatch:
             token_index=token_index.to(device=self.device, dtype=torch.long),
             token_valid=token_valid.to(device=self.device, dtype=torch.bool),
         )
+
+    def stack_sequences(
+        self,
+        anchor_pose: torch.Tensor,  # [R, n_agent, 19, 3]
+        anchor_valid: torch.Tensor,  # [R, n_agent, 19]
+        token_index: torch.Tensor,  # [R, n_agent, 18]
+        token_valid: torch.Tensor,  # [R, n_agent, 18]
+        share_map: bool = True,
+    ) -> tuple["AgentBatch", torch.Tensor]:
+        """R agent sequences of the same scenes (rollouts) as one batch of R x n_scene scenes,
+        rollout-major (scene s of sequence r is scene r * n_scene + s), for teacher-forced
+        re-scoring: `model(stacked, ...).reshape(R, n_agent, 18, V)`.
+
+        `share_map=True` keeps one copy of the map tokens and returns `agent_map_scene [R * n_agent]`
+        (the map scene each stacked agent sees) for `SmartModel.forward(..., map_feat=,
+        agent_map_scene=)`; `False` repeats the map R times (every copy encoded again).
+        Returns (stacked batch, agent_map_scene).
+        """
+        r = int(token_index.shape[0])
+        n = self.n_agent
+        if tuple(token_index.shape[1:]) != (n, N_TOKEN_STEP) or tuple(anchor_pose.shape[1:]) != (n, N_ANCHOR, 3):
+            raise ValueError(
+                f"AgentBatch.stack_sequences: token_index {tuple(token_index.shape)} / anchor_pose "
+                f"{tuple(anchor_pose.shape)} do not match {n} agents"
+            )
+        rep = lambda t: t.repeat(r, *([1] * (t.dim() - 1)))  # noqa: E731
+        agent_fields = ("agent_id", "agent_type", "agent_slot", "agent_size", "agent_z", "sim_mask", "eval_mask", "is_sdc")
+        changes = {f: rep(getattr(self, f)) for f in agent_fields}
+        off = torch.arange(r, device=self.device) * self.n_scene  # [R]
+        changes["agent_scene"] = (self.agent_scene[None] + off[:, None]).reshape(-1)  # [R * n]
+        changes["scenario_id"] = [f"{sid}#r{i}" for i in range(r) for sid in self.scenario_id]
+        changes["anchor_pose"] = anchor_pose.reshape(r * n, N_ANCHOR, 3).to(self.anchor_pose)
+        changes["anchor_valid"] = anchor_valid.reshape(r * n, N_ANCHOR).to(device=self.device, dtype=torch.bool)
+        changes["token_index"] = token_index.reshape(r * n, N_TOKEN_STEP).to(device=self.device, dtype=torch.long)
+        changes["token_valid"] = token_valid.reshape(r * n, N_TOKEN_STEP).to(device=self.device, dtype=torch.bool)
+        agent_map_scene = self.agent_scene.repeat(r)  # [R * n] scene index into the shared map
+        if not share_map:
+            for f in ("map_pose", "map_points", "map_kind", "map_subtype", "map_vocab_index", "map_signal"):
+                changes[f] = rep(getattr(self, f))
+            changes["map_scene"] = (self.map_scene[None] + off[:, None]).reshape(-1)
+            agent_map_scene = changes["agent_scene"]
+        return dataclasses.replace(self, **changes), agent_map_scene
 
     def scene_agents(self, scene_index: int) -> torch.Tensor:
         """Agent rows of one scene, in the scene's agent order.  # [n_agent_scene] int64"""

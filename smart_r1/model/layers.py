@@ -126,7 +126,11 @@ class AttentionBlock(nn.Module):
             score = score.masked_fill(~mask[..., None], torch.finfo(score.dtype).min)  # [Nq, K, h]
             w = torch.softmax(score, dim=1) * mask[..., None].to(score.dtype)  # [Nq, K, h]
             att = (w[..., None] * vr).sum(1).reshape(nq, h * d)  # [Nq, inner]
-            x = x + self.drop(self.to_out(att))  # [Nq, hidden]
+            # A query whose neighbours are all masked gets no update, exactly as with K = 0 (no
+            # to_out bias): K is the widest neighbour list of the call, so without this a scene's
+            # output would depend on the other scenes / rollouts / positions in the same call.
+            has_key = mask.any(1, keepdim=True).to(x.dtype)  # [Nq, 1]
+            x = x + self.drop(self.to_out(att)) * has_key  # [Nq, hidden]
         x = x + self.drop(self.ff(self.norm_ff(x)))  # [Nq, hidden]
         return x
 

@@ -258,11 +258,23 @@ class SmartModel(nn.Module):
         return out
 
     # ------------------------------------------------------------------ forward
-    def forward(self, batch: AgentBatch, n_position: int | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        batch: AgentBatch,
+        n_position: int | None = None,
+        map_feat: torch.Tensor | None = None,
+        agent_map_scene: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Teacher-forced, causal next-token logits.  # [n_agent, T, max_vocab]
 
         `logits[:, t]` depends only on anchors 0..t and tokens < t. `n_position` (default 18)
         computes only the first T positions (the naive rollout baseline uses it).
+
+        `map_feat [n_map, hidden]`: the map encodings of `batch`'s map tokens, computed once by
+        `encode_map` and shared (the learner re-scores R rollouts of a scene against one map
+        encoding, see `AgentBatch.stack_sequences`). `agent_map_scene [n_agent]`: the map scene
+        each agent sees (default `batch.agent_scene`); a stacked batch whose agents are
+        R copies of the scenes keeps one copy of the map.
         """
         self._check_batch(batch)
         t_len = N_TOKEN_STEP if n_position is None else int(n_position)
@@ -278,7 +290,11 @@ class SmartModel(nn.Module):
         rep = lambda a: a[:, None].expand(n, t_len, *a.shape[1:]).reshape(n * t_len, *a.shape[1:])  # noqa: E731
         x = self.embed_agents(table, rep(batch.agent_slot), rep(batch.agent_type), rep(batch.agent_size),
                               prev.reshape(-1), prev_v.reshape(-1))  # [n*T, hidden]
-        map_feat = self.encode_map(batch)  # [n_map, hidden]
+        if map_feat is None:
+            map_feat = self.encode_map(batch)  # [n_map, hidden]
+        elif map_feat.shape[0] != batch.n_map:
+            raise ValueError(f"SmartModel: map_feat has {map_feat.shape[0]} rows, the batch {batch.n_map} map tokens")
+        map_scene_of_agent = batch.agent_scene if agent_map_scene is None else agent_map_scene  # [n]
         # temporal edges: key rows (i, p') -> i * T + p'
         positions = torch.arange(t_len, device=dev)  # [T]
         kpc, t_mask, t_rk, t_rv = self.temporal_edges(ap, av, positions)  # [T, S+1], [n, T, S+1], [n, T, S+1, inner]
@@ -286,7 +302,7 @@ class SmartModel(nn.Module):
         t_mask = t_mask.reshape(n * t_len, -1)
         t_rk, t_rv = t_rk.flatten(0, 1), t_rv.flatten(0, 1)  # [n*T, S+1, inner]
         # map-to-agent edges
-        me = self.map_agent_edges(batch, ap.reshape(-1, 3), rep(batch.agent_scene), av.reshape(-1))
+        me = self.map_agent_edges(batch, ap.reshape(-1, 3), rep(map_scene_of_agent), av.reshape(-1))
         # agent-to-agent edges, grouped by time: key rows (j, p) -> j * T + p
         a_idx, a_mask, a_rk, a_rv = self.agent_agent_edges(ap.transpose(0, 1), av.transpose(0, 1), batch.agent_scene)  # [T, n, K]
         a_rows = (a_idx * t_len + positions[:, None, None]).transpose(0, 1).reshape(n * t_len, -1)  # [n*T, K]

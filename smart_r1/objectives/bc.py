@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import torch
 
-from smart_r1.objectives.base import Objective
-from smart_r1.objectives.losses import masked_mean, smoothed_cross_entropy
+from smart_r1.objectives.base import Objective, TokenTargets
+from smart_r1.objectives.losses import masked_mean, smoothed_cross_entropy_from_logprobs
 from smart_r1.objectives.registry import register_objective
 
 
@@ -26,6 +26,12 @@ def token_accuracy(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tenso
     return float(hit.sum()) / max(int(mask.sum()), 1)
 
 
+def token_accuracy_from_argmax(argmax: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> float:
+    """Share of masked tokens whose most likely token (argmax [...]) equals the target."""
+    hit = (argmax == target) & mask  # [...]
+    return float(hit.sum()) / max(int(mask.sum()), 1)
+
+
 @register_objective("bc")
 class BehaviourCloning(Objective):
     def __init__(self, label_smoothing: float = 0.1):
@@ -33,17 +39,23 @@ class BehaviourCloning(Objective):
             raise ValueError(f"bc: label_smoothing must be in [0, 1), got {label_smoothing}")
         self.label_smoothing = float(label_smoothing)
 
-    def loss(self, policy, experience, reference=None):
-        inputs = experience.inputs
-        batch = inputs.batch
-        logits = policy(batch)  # [n_agent, 18, V]
-        mask = logged_token_mask(batch, inputs.train_mask)  # [n_agent, 18]
-        loss = smoothed_cross_entropy(logits, batch.token_index, mask, self.label_smoothing)
-        with torch.no_grad():
-            ce = smoothed_cross_entropy(logits, batch.token_index, mask, 0.0)
-        return loss, {
-            "loss": float(loss.detach()),
-            "ce": float(ce),
-            "accuracy": token_accuracy(logits.detach(), batch.token_index, mask),
-            "n_token": float(mask.sum()),
-        }
+    def targets(self, experience):
+        """The logged tokens of every agent, as one teacher-forced sequence ([1, n_agent, 18])."""
+        batch = experience.inputs.batch
+        one = lambda t: t.unsqueeze(0)  # noqa: E731
+        return TokenTargets(
+            one(batch.anchor_pose), one(batch.anchor_valid), one(batch.token_index), one(batch.token_valid),
+            tokens=one(batch.token_index), mask=one(logged_token_mask(batch, experience.inputs.train_mask)),
+            first_position=0, mean_valid_logp=self.label_smoothing > 0.0,
+        )
+
+    def loss_from_logprobs(self, logp, logp_ref, mask, experience, extra=None):
+        """logp, mask: [1, n_agent, 18]; extra["mean_valid_logp"] when label smoothing."""
+        loss = smoothed_cross_entropy_from_logprobs(logp, (extra or {}).get("mean_valid_logp"), mask, self.label_smoothing)
+        ce = masked_mean(-logp.detach(), mask)
+        return loss, {"loss": float(loss.detach()), "ce": float(ce), "n_token": float(mask.sum())}
+
+    def score_metrics(self, scores, targets):
+        out = super().score_metrics(scores, targets)
+        out["accuracy"] = token_accuracy_from_argmax(scores.argmax, targets.tokens, targets.mask)
+        return out

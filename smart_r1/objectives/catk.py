@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import torch
 
-from smart_r1.objectives.base import Experience, Objective, rollout_logits, run_rollout
-from smart_r1.objectives.bc import logged_token_mask, token_accuracy
-from smart_r1.objectives.losses import smoothed_cross_entropy
+from smart_r1.objectives.base import Experience, Objective, TokenTargets, run_rollout
+from smart_r1.objectives.bc import logged_token_mask, token_accuracy_from_argmax
+from smart_r1.objectives.losses import smoothed_cross_entropy_from_logprobs
 from smart_r1.objectives.registry import register_objective
 from smart_r1.tokens.tokenized_scene import N_HISTORY_TOKEN
 
@@ -44,14 +44,19 @@ class ClosedLoopSFT(Objective):
         rb = run_rollout(policy, inputs.batch, self.n_rollout, self.sampler, {"k": self.top_k}, generator, catk_target=True)
         return Experience(inputs=inputs, rollout=rb)
 
-    def loss(self, policy, experience, reference=None):
+    def targets(self, experience):
+        """Every rollout re-scored against its CAT-K targets ([R, n_agent, 18])."""
         inputs, rb = experience.inputs, experience.rollout
-        logits = rollout_logits(policy, inputs.batch, rb)  # [R, n_agent, 18, V]
         target, mask = catk_targets(inputs.batch, rb, inputs.train_mask)  # [R, n_agent, 18]
-        loss = smoothed_cross_entropy(logits, target, mask, self.label_smoothing)
+        return TokenTargets.from_rollouts(rb, target, mask, 0, mean_valid_logp=self.label_smoothing > 0.0)
+
+    def loss_from_logprobs(self, logp, logp_ref, mask, experience, extra=None):
+        """logp, mask: [R, n_agent, 18]."""
+        loss = smoothed_cross_entropy_from_logprobs(logp, (extra or {}).get("mean_valid_logp"), mask, self.label_smoothing)
+        return loss, {"loss": float(loss.detach()), "n_token": float(mask.sum())}
+
+    def score_metrics(self, scores, targets):
+        out = super().score_metrics(scores, targets)
         fut = (slice(None), slice(None), slice(N_HISTORY_TOKEN, None))
-        return loss, {
-            "loss": float(loss.detach()),
-            "accuracy": token_accuracy(logits.detach()[fut], target[fut], mask[fut]),
-            "n_token": float(mask.sum()),
-        }
+        out["accuracy"] = token_accuracy_from_argmax(scores.argmax[fut], targets.tokens[fut], targets.mask[fut])
+        return out

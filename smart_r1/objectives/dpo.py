@@ -6,6 +6,13 @@ A rollout's log-probability is the joint one over all trained agents' future tok
 it is length-normalised (mean per token, `normalize: mean`) because a joint rollout holds
 hundreds of tokens and a summed log-ratio saturates the sigmoid after one step; `sum` is the
 textbook form.
+
+Log-prob form (`logprob:`): `full_softmax` (**default**) or `sampled` (the top-k sampler's
+renormalised log-prob, `objectives/logprob.py`). Unlike MPO / GRPO / PPO, DPO is not a
+score-function estimate of an expectation under the sampler: its loss is a deterministic
+function of two sequences' log-ratios to the reference, and a constant shift of the rewards does
+not change the pair. The top-k bias of issue 13 does not arise, so the default stays the
+textbook form; `sampled` makes the implicit reward that of the sampling distribution.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from __future__ import annotations
 import torch
 
 from smart_r1.objectives.base import RLObjective
+from smart_r1.objectives.logprob import check_form
 from smart_r1.objectives.losses import dpo_loss
 from smart_r1.objectives.registry import register_objective
 
@@ -44,8 +52,10 @@ class DPO(RLObjective):
         backend: str = "fast",
         reward: str = "rollout",
         backend_params: dict | None = None,
+        logprob: str = "full_softmax",
     ):
         super().__init__(n_rollout, sampler, sampler_params, backend, reward, backend_params)
+        self.logprob_form = check_form(logprob, "dpo.logprob")
         if n_rollout < 2:
             raise ValueError("dpo: needs n_rollout >= 2 for a preference pair")
         if reward == "scene":
@@ -55,8 +65,10 @@ class DPO(RLObjective):
         self.beta = float(beta)
         self.normalize = normalize
 
-    def loss(self, policy, experience, reference=None):
-        logp, logp_ref, mask = self._policy_and_ref_logprobs(policy, experience, reference)  # [R, n_agent, 16]
+    token_separable = False  # a sigmoid of per-sequence sums: dL/dlogp needs every log-prob first
+
+    def loss_from_logprobs(self, logp, logp_ref, mask, experience, extra=None):
+        """logp, logp_ref, mask: [R, n_agent, 16] (sampled future tokens)."""
         inputs = experience.inputs
         maskf = mask.to(logp.dtype)
         seq = sequence_logprob(logp, maskf, inputs.batch.agent_scene, inputs.n_scene, self.normalize)  # [R, n_scene]

@@ -46,6 +46,23 @@ def smoothed_cross_entropy(
     return masked_mean(per_token, mask)
 
 
+def smoothed_cross_entropy_from_logprobs(
+    logp: torch.Tensor, mean_valid_logp: torch.Tensor | None, mask: torch.Tensor, label_smoothing: float = 0.0
+) -> torch.Tensor:
+    """`smoothed_cross_entropy` from per-token quantities: logp [...] log-prob of the target,
+    mean_valid_logp [...] mean log-prob over the agent type's vocabulary (needed when
+    label_smoothing > 0), mask [...] bool. Same value as `smoothed_cross_entropy`."""
+    nll = -logp  # [...]
+    if label_smoothing > 0.0:
+        if mean_valid_logp is None:
+            raise ValueError("smoothed_cross_entropy_from_logprobs: label smoothing needs mean_valid_logp")
+        per_token = (1.0 - label_smoothing) * nll - label_smoothing * mean_valid_logp  # [...]
+    else:
+        per_token = nll
+    per_token = torch.where(mask, per_token, torch.zeros_like(per_token))  # [...]
+    return masked_mean(per_token, mask)
+
+
 def k3_kl(logp: torch.Tensor, logp_ref: torch.Tensor) -> torch.Tensor:
     """Per-token unbiased KL estimator (eq. 4, Schulman's k3): with x = pi_ref/pi,
     KL ~ x - log x - 1 = pi_ref/pi - log(pi_ref/pi) - 1 >= 0, = 0 iff pi = pi_ref.
@@ -61,18 +78,36 @@ def k3_kl(logp: torch.Tensor, logp_ref: torch.Tensor) -> torch.Tensor:
 
 
 def mpo_loss(
-    logp: torch.Tensor, logp_ref: torch.Tensor, advantage: torch.Tensor, mask: torch.Tensor, beta: float
+    logp: torch.Tensor,
+    logp_ref: torch.Tensor,
+    advantage: torch.Tensor,
+    mask: torch.Tensor,
+    beta: float,
+    logp_old: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """MPO (eq. 5): L = -(pi/pi_detached * A - beta * KL(pi || pi_ref)), averaged over tokens.
+    """MPO (eq. 5): L = -(pi/pi_old * A - beta * KL(pi || pi_ref)), averaged over tokens.
 
-    pi/pi_detached equals 1 in value, so the gradient is A * grad log pi - beta * grad KL.
+    `logp_old=None`: the paper's pi/pi_detached, equal to 1 in value, so the gradient is
+    A * grad log pi - beta * grad KL. Given the log-prob recorded when the token was sampled
+    (`logp_old`, same form as `logp`), the ratio pi/pi_old is the importance weight of a rollout
+    drawn by an older policy (async mode's one-step lag); on policy it is 1 up to float noise.
     logp: [...] (with grad), logp_ref: [...] (no grad), advantage: [...] A = r - alpha (eq. 3)
     broadcast to every token, mask: [...] bool.  Returns (loss, per-token KL [...]).
     """
-    ratio = torch.exp(logp - logp.detach())  # [...] == 1, carries grad log pi
+    ratio = importance_ratio(logp, logp.detach() if logp_old is None else logp_old)  # [...] carries grad log pi
     kl = k3_kl(logp, logp_ref.detach())  # [...]
     per_token = -(ratio * advantage.detach() - beta * kl)  # [...]
     return masked_mean(per_token, mask), kl
+
+
+# A log-ratio beyond this is not a ratio any estimator can use; clamping keeps the loss finite on
+# rows an accumulating learner fills with placeholder log-probs.
+MAX_LOG_RATIO = 20.0
+
+
+def importance_ratio(logp: torch.Tensor, logp_old: torch.Tensor) -> torch.Tensor:
+    """pi / pi_old = exp(logp - logp_old), logp_old detached, log-ratio clamped to +-20. [...]"""
+    return torch.exp((logp - logp_old.detach()).clamp(-MAX_LOG_RATIO, MAX_LOG_RATIO))
 
 
 def group_normalized_advantages(rewards: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -93,7 +128,7 @@ def clipped_surrogate(
 
     logp, logp_old, advantage: [...]. Returns (per-token loss [...], clipped indicator [...]).
     """
-    ratio = torch.exp(logp - logp_old.detach())  # [...]
+    ratio = importance_ratio(logp, logp_old)  # [...]
     adv = advantage.detach()  # [...]
     unclipped = ratio * adv  # [...]
     clipped = ratio.clamp(1.0 - clip_eps, 1.0 + clip_eps) * adv  # [...]

@@ -2,7 +2,24 @@
 
 Per step: roll the policy out (R rollouts per scene), score with the realism meta metric
 (fast backend by default), advantage A = r - alpha (eq. 3), per-token k3 KL to the frozen
-reference (eq. 4), loss = -(pi/pi_detached * A - beta * KL) averaged over tokens (eq. 5).
+reference (eq. 4), loss = -(pi/pi_old * A - beta * KL) averaged over tokens (eq. 5).
+
+Log-prob form (`logprob:`, `objectives/logprob.py`):
+- `sampled` (**default**): pi is the distribution the rollout actually sampled from (top-k
+  renormalised, temperature applied), re-computed over the support recorded at rollout time.
+  Its score function has zero mean under the sampler, so the constant part of the advantage
+  (batch-mean reward - alpha) is gradient-neutral, as eq. 3's baseline intends.
+- `full_softmax`: the paper's literal pi (the model's full softmax). Under top-k sampling
+  E[grad log pi] = grad log Z_k (the top-k mass), so a negative mean advantage lowers the top-k
+  mass and flattens the distribution inside it (issue 13; numbers in docs/training.md).
+Kept so the difference can be measured. The KL term uses the same form (both policies' log-probs
+renormalised over the recorded support with `sampled`).
+
+The ratio pi/pi_old: pi_old is the log-prob recorded when the token was sampled
+(`RolloutBatch.sample_logprob` / `.logprob`), not pi_detached. In sync mode the two are equal
+(ratio 1 up to float noise, the paper's eq. 5); in async mode the rollouts come from the policy
+one update older and the ratio is the importance weight that corrects that lag (not clipped:
+one step of lag keeps it near 1; `mpo/ratio_max` is logged to show it).
 
 Reward unit (`reward:`; the paper is ambiguous) — see `base.py` for the three modes:
 - `scene`: the group's distribution-level meta metric, shared by the scene's rollouts,
@@ -34,7 +51,8 @@ import torch
 
 from smart_r1.objectives.advantages import get_advantage, needs_alpha
 from smart_r1.objectives.base import RLObjective, per_token_from_scene
-from smart_r1.objectives.losses import masked_mean, mpo_loss
+from smart_r1.objectives.logprob import check_form, recorded_logprob
+from smart_r1.objectives.losses import importance_ratio, masked_mean, mpo_loss
 from smart_r1.objectives.registry import register_objective
 
 
@@ -53,8 +71,10 @@ class MPO(RLObjective):
         reward: str = "rollout",
         backend_params: dict | None = None,
         advantage: str = "threshold",
+        logprob: str = "sampled",
     ):
         super().__init__(n_rollout, sampler, sampler_params, backend, reward, backend_params)
+        self.logprob_form = check_form(logprob, "mpo.logprob")
         get_advantage(advantage)  # fail early, naming the estimator
         self.advantage = advantage
         if isinstance(alpha, str):
@@ -83,17 +103,21 @@ class MPO(RLObjective):
             valid = torch.ones_like(rewards, dtype=torch.bool)  # [R, n_scene]
         return get_advantage(self.advantage)(rewards, valid, self.alpha)  # [R, n_scene] eq. 3 for `threshold`
 
-    def loss(self, policy, experience, reference=None):
+    def loss_from_logprobs(self, logp, logp_ref, mask, experience, extra=None):
+        """logp, logp_ref, mask: [R, n_agent, 16] (sampled future tokens)."""
         if self.needs_calibration:
             raise RuntimeError("mpo: alpha is 'calibrate' but was never calibrated (call set_alpha first)")
-        logp, logp_ref, mask = self._policy_and_ref_logprobs(policy, experience, reference)  # [R, n_agent, 16]
         adv = experience.advantages
         if adv is None:
             adv = self.advantages(experience.rewards, experience.extras.get("reward_valid"))  # [R, n_scene]
         adv_tok = per_token_from_scene(adv.to(logp.device), experience.inputs.batch.agent_scene, logp.shape[-1])  # [R, n_agent, 16]
-        loss, kl = mpo_loss(logp, logp_ref, adv_tok, mask, self.beta)
+        logp_old = recorded_logprob(experience.rollout, self.logprob_form).to(logp.device)  # [R, n_agent, 16]
+        loss, kl = mpo_loss(logp, logp_ref, adv_tok, mask, self.beta, logp_old=logp_old)
+        ratio = importance_ratio(logp.detach(), logp_old)  # [R, n_agent, 16]
         return loss, {
             "loss": float(loss.detach()),
+            "mpo/ratio_mean": float(masked_mean(ratio, mask)),
+            "mpo/ratio_max": float(ratio[mask].max()) if bool(mask.any()) else 1.0,
             "kl": float(masked_mean(kl.detach(), mask)),
             "alpha": self.alpha if self.alpha is not None else float("nan"),
             "advantage/mean": float(adv.mean()),

@@ -9,6 +9,13 @@ small MLP on per-(agent, step) features: the model's hidden states if the model 
 critic does not disturb the actor's trunk; otherwise a handcrafted state (time, speed and
 heading change at the anchor, distance to the logged anchor, agent type), i.e. a separate
 critic. Advantages are normalised over the batch by default.
+
+Epochs: GAE advantages and returns are computed once per experience, with the value head as it
+is when the experience arrives (`make_experience`, cached in `extras`), and stay fixed while the
+learner makes `ppo_epochs` passes over the experience in `n_minibatches` disjoint shares of the
+rollouts; the clip acts from the second optimiser step on (`clip_fraction`, of the last step).
+The ratio and the optional KL use the sampler's log-prob by default (`logprob: sampled`, see
+`objectives/logprob.py`); `full_softmax` is the model's own distribution.
 """
 
 from __future__ import annotations
@@ -16,10 +23,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from smart_r1.objectives.base import RLObjective, future_token_mask, per_token_from_scene, rollout_future_logprobs
+from smart_r1.objectives.base import RLObjective
+from smart_r1.objectives.grpo import _epochs_and_minibatches
+from smart_r1.objectives.logprob import check_form, recorded_logprob
 from smart_r1.objectives.losses import gae, masked_mean, ppo_loss
 from smart_r1.objectives.registry import register_objective
-from smart_r1.tokens.tokenized_scene import CURRENT_ANCHOR, N_FUTURE_TOKEN, N_HISTORY_TOKEN
+from smart_r1.tokens.tokenized_scene import CURRENT_ANCHOR, N_FUTURE_TOKEN
 
 N_STATE_FEATURE = 10
 
@@ -68,8 +77,13 @@ class PPO(RLObjective):
         reward: str = "rollout",
         backend_params: dict | None = None,
         seed: int = 0,
+        logprob: str = "sampled",
+        ppo_epochs: int = 4,
+        n_minibatches: int = 2,
     ):
         super().__init__(n_rollout, sampler, sampler_params, backend, reward, backend_params)
+        self.logprob_form = check_form(logprob, "ppo.logprob")
+        self.n_epochs, self.n_minibatches = _epochs_and_minibatches("ppo", ppo_epochs, n_minibatches, self.n_rollout)
         self.clip_eps, self.value_coef = float(clip_eps), float(value_coef)
         self.gamma, self.lam, self.beta = float(gamma), float(lam), float(beta)
         self.normalize_advantages = bool(normalize_advantages)
@@ -89,33 +103,50 @@ class PPO(RLObjective):
         if "value_head" in state:
             self.value_head.load_state_dict(state["value_head"])
 
-    def loss(self, policy, experience, reference=None):
+    @property
+    def needs_reference(self) -> bool:  # the KL term only
+        return self.beta > 0.0
+
+    def make_experience(self, inputs, rb, rewards, all_scores=None):
+        """The RL experience plus the fixed GAE targets of the epochs (`extras`, [R, n_agent, 16])."""
+        exp = super().make_experience(inputs, rb, rewards, all_scores)
+        exp.extras.update(self.gae_targets(exp))
+        return exp
+
+    @torch.no_grad()
+    def gae_targets(self, experience) -> dict[str, torch.Tensor]:
+        """GAE advantages (normalised over the experience's tokens if `normalize_advantages`) and
+        returns from the current value head: {"ppo_advantage", "ppo_return"} [R, n_agent, 16]."""
         rb = experience.rollout
         batch = experience.inputs.batch
-        logp = rollout_future_logprobs(policy, batch, rb)  # [R, n_agent, 16]
-
-        mask = future_token_mask(rb, experience.inputs.train_mask)  # [R, n_agent, 16]
-        valid = experience.extras.get("reward_valid")
-        if valid is not None:
-            mask = mask & per_token_from_scene(valid.to(mask.device), batch.agent_scene, mask.shape[-1])
-        logp_ref = None
-        if self.beta > 0.0 and reference is not None:
-            with torch.no_grad():
-                logp_ref = rollout_future_logprobs(reference, batch, rb)
-        values = self.value_head(state_features(batch, rb).to(logp.device))  # [R, n_agent, 16]
+        mask = self.targets(experience).mask  # [R, n_agent, 16]
+        dev = next(self.value_head.parameters()).device
+        values = self.value_head(state_features(batch, rb).to(dev))  # [R, n_agent, 16]
+        mask = mask.to(dev)
         # Terminal reward at each agent's last valid future step.
         maskf = mask.float()
-        last = (maskf * torch.arange(1, maskf.shape[-1] + 1, device=maskf.device)).argmax(-1, keepdim=True)  # [R, n_agent, 1]
-        r_agent = experience.rewards.to(logp.device)[:, batch.agent_scene.long()]  # [R, n_agent]
+        last = (maskf * torch.arange(1, maskf.shape[-1] + 1, device=dev)).argmax(-1, keepdim=True)  # [R, n_agent, 1]
+        r_agent = experience.rewards.to(dev)[:, batch.agent_scene.long().to(dev)]  # [R, n_agent]
         rewards = torch.zeros_like(maskf).scatter(-1, last, r_agent.unsqueeze(-1)) * maskf  # [R, n_agent, 16]
-        with torch.no_grad():
-            adv, returns = gae(rewards, values.detach(), mask, self.gamma, self.lam)  # [R, n_agent, 16]
-            if self.normalize_advantages:
-                m = masked_mean(adv, mask)
-                s = masked_mean((adv - m) ** 2, mask).sqrt()
-                adv = (adv - m) / (s + 1e-6)
-        logp_old = rb.logprob.to(logp.device).float()  # [R, n_agent, 16]
+        adv, returns = gae(rewards, values, mask, self.gamma, self.lam)  # [R, n_agent, 16]
+        if self.normalize_advantages:
+            m = masked_mean(adv, mask)
+            s = masked_mean((adv - m) ** 2, mask).sqrt()
+            adv = (adv - m) / (s + 1e-6) * maskf
+        return {"ppo_advantage": adv, "ppo_return": returns}
+
+    def loss_from_logprobs(self, logp, logp_ref, mask, experience, extra=None):
+        """logp, logp_ref (None when beta = 0), mask: [R, n_agent, 16] (sampled future tokens)."""
+        rb = experience.rollout
+        batch = experience.inputs.batch
+        if "ppo_advantage" not in experience.extras:  # an experience not made by make_experience
+            experience.extras.update(self.gae_targets(experience))
+        adv = experience.extras["ppo_advantage"].to(logp.device)  # [R, n_agent, 16]
+        returns = experience.extras["ppo_return"].to(logp.device)  # [R, n_agent, 16]
+        values = self.value_head(state_features(batch, rb).to(logp.device))  # [R, n_agent, 16] (with grad)
+        logp_old = recorded_logprob(rb, self.logprob_form).to(logp.device)  # [R, n_agent, 16]
         loss, parts = ppo_loss(logp, logp_old, adv, values, returns, mask, self.clip_eps, self.value_coef, logp_ref, self.beta)
         out = {f"ppo/{k}": float(v.detach()) for k, v in parts.items()}
-        out.update({"loss": float(loss.detach()), "kl": float(parts["kl"].detach()), "value/mean": float(masked_mean(values.detach(), mask))})
+        out.update({"loss": float(loss.detach()), "kl": float(parts["kl"].detach()), "clip_fraction": out["ppo/clip_fraction"],
+                    "value/mean": float(masked_mean(values.detach(), mask))})
         return loss, out

@@ -18,6 +18,11 @@
   and the next anchor. Agents not to be simulated have no future anchors (never attended to).
 - Agents with short histories (valid at the current step only) are simulated like the others.
 
+Every sampled token is recorded with its log-probability under the model's full softmax
+(`logprob`, T = 1) and under the distribution it was actually drawn from (`sample_logprob`: the
+sampler's support `sample_support`, renormalised, temperature applied), the quantity the RL
+objectives' `sampled` form re-computes by teacher forcing (`objectives.logprob.token_logprob`).
+
 `naive_rollout(...)`: the baseline: a Python loop over rollouts and steps that re-runs the full
 teacher-forced forward (map encoder included) on positions 0..p at every step. Same sampler
 random streams, so with the same seed it produces the same tokens (test: argmax and top-k).
@@ -33,6 +38,7 @@ from tqdm import tqdm
 
 from smart_r1.model.batch import N_SLOT, AgentBatch
 from smart_r1.model.smart import SmartModel
+from smart_r1.objectives.logprob import token_logprob
 from smart_r1.sim.rollout_batch import RolloutBatch
 from smart_r1.sim.samplers import SampleContext, get_sampler, rollout_generators
 from smart_r1.tokens.tokenized_scene import CURRENT_ANCHOR, N_ANCHOR, N_FUTURE_TOKEN, N_TOKEN_STEP, STEPS_PER_TOKEN
@@ -128,6 +134,9 @@ class _RolloutState:
         self.token_valid = (batch.token_valid & ~fut_t[None])[None].repeat(r, 1, 1)  # [R, n, 18]
         self.future_pose = torch.zeros(r, n, N_FUTURE_TOKEN * STEPS_PER_TOKEN, 3, device=dev)  # [R, n, 80, 3]
         self.logprob = torch.zeros(r, n, N_FUTURE_TOKEN, device=dev)  # [R, n, 16]
+        self.sample_logprob = torch.zeros(r, n, N_FUTURE_TOKEN, device=dev)  # [R, n, 16] under the sampler
+        self.sample_support: torch.Tensor | None = None  # [R, n, 16, k] int32, allocated at the first draw
+        self.sample_temperature = 1.0
         self.catk_target = torch.full((r, n, N_FUTURE_TOKEN), -1, dtype=torch.long, device=dev)  # [R, n, 16]
         self.sim_rows = torch.nonzero(batch.sim_mask).reshape(-1)  # [n_sim]
         self.dist = _CornerDistance(batch)
@@ -151,8 +160,18 @@ class _RolloutState:
             device=logits.device,
         )
         flat = logits.reshape(r * n_sim, -1)  # [R*n_sim, V]
-        tok = sampler(flat, ctx)  # [R*n_sim]
-        lp = torch.log_softmax(flat.float(), dim=-1).gather(1, tok[:, None])[:, 0]  # [R*n_sim]
+        sample = getattr(sampler, "sample", None)
+        if sample is None:
+            raise TypeError(f"rollout: sampler {sampler!r} has no sample(logits, ctx) -> (tokens, support); "
+                            "the engine records the support each token was drawn from")
+        tok, support = sample(flat, ctx)  # [R*n_sim], [R*n_sim, k]
+        temperature = float(getattr(sampler, "temperature", 1.0))
+        lp = token_logprob(flat, tok, "full_softmax")  # [R*n_sim]
+        slp = token_logprob(flat, tok, "sampled", support, temperature, check=False)  # [R*n_sim]
+        if self.sample_support is None:
+            self.sample_support = torch.full((r, b.n_agent, N_FUTURE_TOKEN, support.shape[-1]), -1,
+                                             dtype=torch.int32, device=logits.device)  # [R, n, 16, k]
+            self.sample_temperature = temperature
         local = b.vocab_poses[slot, tok]  # [R*n_sim, 5, 3]
         glob = place_tokens(anchor, local).reshape(r, n_sim, STEPS_PER_TOKEN, 3)  # [R, n_sim, 5, 3]
         f = p - CURRENT_ANCHOR
@@ -162,15 +181,22 @@ class _RolloutState:
         self.token_index[:, rows, p] = tok.reshape(r, n_sim)
         self.token_valid[:, rows, p] = True
         self.logprob[:, rows, f] = lp.reshape(r, n_sim)
+        self.sample_logprob[:, rows, f] = slp.reshape(r, n_sim)
+        self.sample_support[:, rows, f] = support.reshape(r, n_sim, -1).to(torch.int32)
         if want_catk_target:
             best = self.dist.closest(slot, target)  # [R*n_sim]
             self.catk_target[:, rows, f] = torch.where(has_log, best, -1).reshape(r, n_sim)
 
     def result(self, sampler, seed) -> RolloutBatch:
+        if self.sample_support is None:  # nothing simulated: an empty support of width 1
+            self.sample_support = torch.full((*self.sample_logprob.shape, 1), -1, dtype=torch.int32,
+                                             device=self.sample_logprob.device)
         return RolloutBatch(
             batch=self.batch, token_index=self.token_index, token_valid=self.token_valid, anchor_pose=self.anchor_pose,
             anchor_valid=self.anchor_valid, logprob=self.logprob, catk_target=self.catk_target,
             future_pose=self.future_pose, sim_mask=self.batch.sim_mask.clone(), sampler=repr(sampler), seed=seed,
+            sample_logprob=self.sample_logprob, sample_support=self.sample_support,
+            sample_temperature=float(getattr(sampler, "temperature", 1.0)),
         )
 
 
@@ -355,8 +381,14 @@ def naive_rollout(
                 b = batch.with_agent_tokens(st.anchor_pose[0], st.anchor_valid[0], st.token_index[0], st.token_valid[0])
                 logits = model(b, n_position=p + 1)[:, p]  # [n, V]
                 st.sample(p, logits[sim][None], smp, [gens[r]], catk_target)
-            for name in ("anchor_pose", "anchor_valid", "token_index", "token_valid", "future_pose", "logprob", "catk_target"):
+            for name in ("anchor_pose", "anchor_valid", "token_index", "token_valid", "future_pose", "logprob", "catk_target",
+                         "sample_logprob"):
                 getattr(out, name)[r] = getattr(st, name)[0]
+            if st.sample_support is not None:
+                if out.sample_support is None:
+                    out.sample_support = torch.full((n_rollout, *st.sample_support.shape[1:]), -1, dtype=torch.int32,
+                                                    device=st.sample_support.device)
+                out.sample_support[r] = st.sample_support[0]
         return out.result(smp, seed)
     finally:
         model.train(was_training)

@@ -26,6 +26,11 @@ class RolloutBatch:
     sim_mask: torch.Tensor  # [n_agent] bool
     sampler: str = ""
     seed: int | None = None
+    # log q(sampled token) under the distribution sampled from (support renormalised, temperature
+    # applied; `objectives.logprob.token_logprob(..., "sampled")`), 0 if not simulated
+    sample_logprob: torch.Tensor | None = None  # [R, n_agent, 16] float32
+    sample_support: torch.Tensor | None = None  # [R, n_agent, 16, k] int32 token ids the sampler drew from, -1 = none
+    sample_temperature: float = 1.0
 
     @property
     def n_rollout(self) -> int:
@@ -79,6 +84,14 @@ class RolloutBatch:
         changes["token_index"] = self.token_index.reshape(-1, self.token_index.shape[-1])
         changes["token_valid"] = self.token_valid.reshape(-1, self.token_valid.shape[-1])
         return dataclasses.replace(b, **changes)
+
+    def select_rollouts(self, index: torch.Tensor) -> "RolloutBatch":
+        """Rollouts `index` [R'] only (learner minibatches): every tensor field with a leading
+        rollout axis is indexed; `sim_mask` [n_agent] and the scenes stay."""
+        index = torch.as_tensor(index, dtype=torch.long)
+        changes = {f.name: getattr(self, f.name)[index.to(getattr(self, f.name).device)] for f in dataclasses.fields(self)
+                   if isinstance(getattr(self, f.name), torch.Tensor) and f.name != "sim_mask"}
+        return dataclasses.replace(self, **changes)
 
     def future_token_valid(self) -> torch.Tensor:
         """Sampled future tokens.  # [R, n_agent, 16] bool"""

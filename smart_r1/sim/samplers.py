@@ -1,7 +1,10 @@
 """Next-token samplers for closed-loop rollouts (registry `@register_sampler`).
 
 A sampler maps masked logits `[N, V]` (-inf outside an agent's vocabulary) to token indices
-`[N]`. Randomness comes from `SampleContext.uniform`, which draws each rollout's rows from that
+`[N]` (`__call__`); `sample(logits, ctx)` also returns the support it drew from, token ids
+`[N, k]` (-1 = empty slot), and `temperature` is the T it applied: the rollout engine records
+both so the objectives can score a token under the distribution actually sampled from
+(`smart_r1.objectives.logprob.token_logprob(..., "sampled", support, temperature)`). Randomness comes from `SampleContext.uniform`, which draws each rollout's rows from that
 rollout's own `torch.Generator`: the batched engine (all rollouts at once) and the naive
 per-rollout loop therefore draw identical random numbers for the same seed. Sampling from
 the top-k uses the Gumbel-max trick (argmax of logits / T + Gumbel noise == a categorical draw
@@ -11,8 +14,9 @@ from softmax(logits / T) restricted to the top-k).
 - `catk(k=32, temperature=1.0)`: CAT-K (closest among top-K): among the K largest logits, the
   token whose end-of-token box corners, placed at the agent's current rolled-out pose, are
   closest to the logged pose 0.5 s later (sum of the 4 corner distances, fixed box per type);
-  rows without a valid log keep the policy's own top-K sample.
-- `argmax()`: the most likely token (deterministic).
+  rows without a valid log keep the policy's own top-K sample. The support of a row with a log
+  is the chosen token alone (a deterministic pick: log-prob 0, no score function).
+- `argmax()`: the most likely token (deterministic; support = the token).
 """
 
 from __future__ import annotations
@@ -85,6 +89,11 @@ def _gumbel_pick(values: torch.Tensor, u: torch.Tensor, temperature: float) -> t
     return torch.argmax(values / max(float(temperature), 1e-6) + g, dim=-1)  # [N]
 
 
+def _support(vals: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """Top-k ids [N, k] with -1 where the logit is -inf (outside the agent type's vocabulary)."""
+    return torch.where(torch.isfinite(vals), idx, torch.full_like(idx, -1))
+
+
 @register_sampler("topk")
 class TopKSampler:
     def __init__(self, k: int = 5, temperature: float = 1.0):
@@ -92,11 +101,15 @@ class TopKSampler:
             raise ValueError(f"topk sampler: k must be >= 1 and temperature > 0, got k={k}, temperature={temperature}")
         self.k, self.temperature = int(k), float(temperature)
 
-    def __call__(self, logits: torch.Tensor, ctx: SampleContext) -> torch.Tensor:
+    def sample(self, logits: torch.Tensor, ctx: SampleContext) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (tokens [N], support [N, k] the k largest logits' ids, -1 where the logit is -inf)."""
         k = min(self.k, logits.shape[-1])
         vals, idx = torch.topk(logits, k, dim=-1)  # [N, k]
         col = _gumbel_pick(vals, ctx.uniform(k), self.temperature)  # [N]
-        return idx.gather(1, col[:, None])[:, 0]  # [N]
+        return idx.gather(1, col[:, None])[:, 0], _support(vals, idx)  # [N], [N, k]
+
+    def __call__(self, logits: torch.Tensor, ctx: SampleContext) -> torch.Tensor:
+        return self.sample(logits, ctx)[0]
 
     def __repr__(self) -> str:
         return f"topk(k={self.k}, temperature={self.temperature})"
@@ -109,7 +122,9 @@ class CatKSampler:
             raise ValueError(f"catk sampler: k must be >= 1 and temperature > 0, got k={k}, temperature={temperature}")
         self.k, self.temperature = int(k), float(temperature)
 
-    def __call__(self, logits: torch.Tensor, ctx: SampleContext) -> torch.Tensor:
+    def sample(self, logits: torch.Tensor, ctx: SampleContext) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (tokens [N], support [N, k]): the top-K ids for rows that drew their own sample,
+        the chosen token alone (then -1) for rows that picked the closest token."""
         if ctx.candidate_distance is None or ctx.has_log is None:
             raise ValueError("catk sampler needs the logged future (candidate_distance / has_log in the context)")
         k = min(self.k, logits.shape[-1])
@@ -119,7 +134,14 @@ class CatKSampler:
         dist = dist.masked_fill(~torch.isfinite(vals), float("inf"))  # never pick outside the vocabulary
         closest = torch.argmin(dist, dim=-1)  # [N]
         col = torch.where(ctx.has_log, closest, own)  # [N]
-        return idx.gather(1, col[:, None])[:, 0]  # [N]
+        tok = idx.gather(1, col[:, None])[:, 0]  # [N]
+        alone = torch.full_like(idx, -1)  # [N, k]
+        alone[:, 0] = tok
+        support = torch.where(ctx.has_log[:, None], alone, _support(vals, idx))  # [N, k]
+        return tok, support
+
+    def __call__(self, logits: torch.Tensor, ctx: SampleContext) -> torch.Tensor:
+        return self.sample(logits, ctx)[0]
 
     def __repr__(self) -> str:
         return f"catk(k={self.k}, temperature={self.temperature})"
@@ -127,11 +149,17 @@ class CatKSampler:
 
 @register_sampler("argmax")
 class ArgmaxSampler:
+    temperature = 1.0
+
     def __init__(self):
         pass
 
+    def sample(self, logits: torch.Tensor, ctx: SampleContext) -> tuple[torch.Tensor, torch.Tensor]:
+        tok = torch.argmax(logits, dim=-1)  # [N]
+        return tok, tok[:, None]  # [N], [N, 1]
+
     def __call__(self, logits: torch.Tensor, ctx: SampleContext) -> torch.Tensor:
-        return torch.argmax(logits, dim=-1)  # [N]
+        return self.sample(logits, ctx)[0]
 
     def __repr__(self) -> str:
         return "argmax()"

@@ -8,6 +8,8 @@ naming the file and the field path, e.g. `configs/x.yaml: stages[2].lr: expected
     model:     {preset: cpu-demo, overrides: {}}
     stages:    [{name, objective, epochs | steps, lr, params, freeze, ...}, ...]
     eval:      {n_scenes, n_rollout, sampler, sampler_params, backend, every_stage}
+    learner:   {max_tokens_per_microbatch: 1024, autocast: none}
+    device:    cpu | cuda | auto
     tracking:  {uri, experiment, run_name, enabled}
 
 A config may `include:` another file (path relative to itself) and override some of its keys
@@ -94,6 +96,17 @@ class TrackingConfig:
 
 
 @dataclass
+class LearnerConfig:
+    """How the learner runs one update (`smart_r1.train.step.update`); docs/training.md and
+    docs/runtime.md (sizing the budget for a GPU's memory)."""
+
+    # Rows (sequence x agent x position) of one teacher-forced forward with grad. Memory of the
+    # update ~ this budget x the model's per-row activation size, whatever the rollouts / agents.
+    max_tokens_per_microbatch: int = 1024
+    autocast: str = "none"  # none | bf16 | fp16: torch.autocast dtype of the update's forwards
+
+
+@dataclass
 class TrainConfig:
     stages: list[StageConfig]
     seed: int = 0
@@ -104,7 +117,8 @@ class TrainConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     init_from: str | None = None  # checkpoint whose model weights start stage 0 (branch from a finished stage)
-    device: str = "cpu"
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
+    device: str = "cpu"  # cpu | cuda | cuda:N | auto (cuda when a GPU is visible, else cpu)
     num_threads: int = 0  # torch.set_num_threads; 0 = leave as is
     progress: bool = True
 
@@ -121,6 +135,16 @@ class TrainConfig:
 # ----------------------------------------------------------------------------------------------
 # Parsing
 # ----------------------------------------------------------------------------------------------
+
+
+def resolve_device(name: str) -> str:
+    """`device:` -> a torch device string; `auto` is cuda when a GPU is visible here, else cpu
+    (resolved where the model lives, so a CPU driver can configure a GPU learner)."""
+    if name == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
 
 
 def _type_name(tp) -> str:
@@ -235,6 +259,13 @@ def _validate(cfg: TrainConfig, where: str) -> TrainConfig:
             get_objective(s.objective, **s.params)
         except (TypeError, ValueError, KeyError) as err:
             raise ConfigError(f"{p}.params: {err}") from None
+    if cfg.learner.max_tokens_per_microbatch < 18:
+        raise ConfigError(f"{where}learner.max_tokens_per_microbatch: must be >= 18 (one agent), "
+                          f"got {cfg.learner.max_tokens_per_microbatch}")
+    if cfg.learner.autocast not in ("none", "bf16", "fp16"):
+        raise ConfigError(f"{where}learner.autocast: expected none | bf16 | fp16, got {cfg.learner.autocast!r}")
+    if not (cfg.device in ("cpu", "cuda", "auto") or cfg.device.startswith("cuda:")):
+        raise ConfigError(f"{where}device: expected cpu | cuda | cuda:N | auto, got {cfg.device!r}")
     d = cfg.data
     if d.synthetic is None and not d.glob:
         raise ConfigError(f"{where}data: give data.synthetic or data.glob")

@@ -312,8 +312,9 @@ class Trainer:
         objective = get_objective(stage.objective, **stage.params)
         if self.wrap_objective is not None:
             objective = self.wrap_objective(objective)
-        objective.to(cfg.device)
-        state = build_train_state(self.model, stage, objective, total)
+        device = next(self.model.parameters()).device
+        objective.to(device)
+        state = build_train_state(self.model, stage, objective, total, learner=cfg.learner)
         if ckpt is not None:
             state.load_state_dict(
                 {"model": ckpt.model, "optimizer": ckpt.optimizer, "scheduler": ckpt.scheduler,
@@ -337,7 +338,7 @@ class Trainer:
             torch.manual_seed(derive_seed(cfg.seed, stage_index, step, "torch"))
             gen = torch.Generator().manual_seed(derive_seed(cfg.seed, stage_index, step, "rollout"))
             t0 = time.perf_counter()
-            inputs = self._inputs(stage_index, step, objective, bs)
+            inputs = self._inputs(stage_index, step, objective, bs).to(device)
             prefetch = getattr(objective, "prefetch", None)
             if prefetch is not None and step + 1 < total:
                 next_gen = torch.Generator().manual_seed(derive_seed(cfg.seed, stage_index, step + 1, "rollout"))

@@ -149,7 +149,9 @@ def build_model_for(cfg: TrainConfig, vocab) -> torch.nn.Module:
     with torch.random.fork_rng():
         torch.manual_seed(derive_seed(cfg.seed, "model-init"))
         model = SmartModel(mcfg, vocab_sizes_of(vocab))
-    return model.to(cfg.device)
+    from smart_r1.train.config import resolve_device
+
+    return model.to(resolve_device(cfg.device))
 
 
 def make_tracker_for(cfg: TrainConfig, run_id: str | None = None):

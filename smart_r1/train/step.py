@@ -18,7 +18,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from smart_r1.objectives.base import Objective
+from smart_r1.objectives.base import (
+    DEFAULT_MAX_TOKENS_PER_MICROBATCH,
+    Experience,
+    Objective,
+    _take_rows,
+    reference_logprobs,
+    score_tokens,
+)
 
 
 # Symbolic freeze groups (SmartModel parameter names): CAT-K freezes the map encoder and the
@@ -83,6 +90,10 @@ class TrainState:
     reference: nn.Module | None = None
     step: int = 0
     update_epochs: int = 1
+    # Learner options (`learner:` config section): rows (sequence x agent x position) of one
+    # teacher-forced forward with grad, and the optional autocast dtype of the update.
+    max_tokens_per_microbatch: int | None = DEFAULT_MAX_TOKENS_PER_MICROBATCH
+    autocast_dtype: torch.dtype | None = None
 
     def state_dict(self, objective: Objective | None = None) -> dict[str, Any]:
         return {
@@ -123,6 +134,7 @@ def build_train_state(
     objective: Objective,
     total_steps: int,
     reference: nn.Module | None = None,
+    learner=None,  # smart_r1.train.config.LearnerConfig (or anything with max_tokens_per_microbatch, autocast)
 ) -> TrainState:
     """AdamW over the unfrozen model parameters + the objective's own modules, cosine schedule."""
     apply_freeze(model, list(stage.freeze))
@@ -144,33 +156,175 @@ def build_train_state(
         grad_clip=float(stage.grad_clip),
         reference=reference,
         update_epochs=int(getattr(stage, "update_epochs", 1)),
+        max_tokens_per_microbatch=getattr(learner, "max_tokens_per_microbatch", DEFAULT_MAX_TOKENS_PER_MICROBATCH),
+        autocast_dtype=autocast_dtype(getattr(learner, "autocast", "none")),
     )
 
 
-def update(state: TrainState, objective: Objective, experience) -> dict[str, float]:
-    """One optimiser step (or `update_epochs` of them on the same experience, PPO style):
-    loss -> backward -> grad-norm clip -> AdamW -> scheduler. Returns the objective's metrics
-    plus `grad_norm` and `lr`, and the experience's collect metrics (rewards, guards)."""
+_AUTOCAST = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast_dtype(name: str | None) -> torch.dtype | None:
+    """`learner.autocast` -> dtype (`none` -> None)."""
+    key = "none" if name is None else str(name)
+    if key not in _AUTOCAST:
+        raise ValueError(f"learner.autocast: unknown value {name!r}; known: {sorted(_AUTOCAST)}")
+    return _AUTOCAST[key]
+
+
+def _placeholder_leaf(full_like: torch.Tensor, mb, value: torch.Tensor) -> torch.Tensor:
+    """A leaf [R, n_agent, T] holding `value` on the micro-batch's rows and zeros elsewhere."""
+    leaf = torch.zeros_like(full_like)
+    if mb.agent_rows is None:
+        leaf[mb.r0 : mb.r1] = value
+    else:
+        leaf[mb.r0 : mb.r1, mb.agent_rows] = value
+    return leaf.requires_grad_(True)
+
+
+def accumulate_gradients(
+    model: nn.Module,
+    objective: Objective,
+    experience: Experience,
+    reference: nn.Module | None = None,
+    max_tokens: int | None = DEFAULT_MAX_TOKENS_PER_MICROBATCH,
+    autocast: torch.dtype | None = None,
+) -> tuple[float, dict[str, float]]:
+    """Accumulate d(loss)/d(parameters) into `.grad`, micro-batched, equal to `objective.loss(...)
+    .backward()` (up to float rounding). Returns (loss value, metrics).
+
+    The policy enters the loss only through per-token quantities q (log-prob of the targets;
+    mean vocabulary log-prob for label smoothing), so dL/dtheta = sum_tokens dL/dq * dq/dtheta:
+
+    - separable losses (`objective.token_separable`): per micro-batch, dL/dq of its tokens is
+      the gradient of the loss evaluated on a leaf holding that micro-batch's q (other tokens do
+      not influence it), then `backward(q_mb, dL/dq_mb)`; one forward+backward per micro-batch.
+    - otherwise (DPO): a no-grad pass gives every q, autograd of the whole loss on leaves gives
+      dL/dq, then the same per-micro-batch backward.
+
+    Trainable objective modules (PPO's value head) get their gradient from one evaluation of the
+    loss on the final (detached) q.
+    """
+    targets = objective.targets(experience)
+    batch = experience.inputs.batch
+    mask = targets.mask  # [R, n_agent, T]
+    logp_ref = None
+    if objective.needs_reference:
+        logp_ref = reference_logprobs(objective, reference, experience, targets, max_tokens, autocast)
+    counters = {"n_microbatch": 0}
+
+    def backward_through(mb, q_mb: list[torch.Tensor], grads_full: list[torch.Tensor | None]) -> None:
+        outs, gs = [], []
+        for q, g in zip(q_mb, grads_full):
+            if g is not None and q.requires_grad:
+                outs.append(q)
+                gs.append(_take_rows(g, mb).to(q.dtype))
+        if outs:
+            torch.autograd.backward(outs, gs)
+        counters["n_microbatch"] += 1
+
+    if objective.token_separable:
+
+        def grad_fn(mb, lp, extra):
+            leaf = _placeholder_leaf(mask.float(), mb, lp.detach().float())
+            extra_leaves = {k: _placeholder_leaf(mask.float(), mb, v.detach().float()) for k, v in extra.items()}
+            with torch.enable_grad():
+                loss_mb, _ = objective.loss_from_logprobs(leaf, logp_ref, mask, experience, extra_leaves)
+                grads = torch.autograd.grad(loss_mb, [leaf, *extra_leaves.values()], allow_unused=True)
+            backward_through(mb, [lp, *extra.values()], list(grads))
+
+    else:
+        with torch.no_grad():
+            first = score_tokens(model, batch, targets, max_tokens, autocast_dtype=autocast)
+        leaf = first.logp.clone().requires_grad_(True)
+        extra_leaves = {k: v.clone().requires_grad_(True) for k, v in first.extra().items()}
+        with torch.enable_grad():
+            loss_all, _ = objective.loss_from_logprobs(leaf, logp_ref, mask, experience, extra_leaves)
+            grads_all = list(torch.autograd.grad(loss_all, [leaf, *extra_leaves.values()], allow_unused=True))
+
+        def grad_fn(mb, lp, extra):
+            backward_through(mb, [lp, *extra.values()], grads_all)
+
+    scores = score_tokens(model, batch, targets, max_tokens, grad_fn=grad_fn, autocast_dtype=autocast)
+    module_params = [p for m in objective.modules() for p in m.parameters() if p.requires_grad]
+    with torch.set_grad_enabled(bool(module_params)):
+        loss, metrics = objective.loss_from_logprobs(scores.logp, logp_ref, mask, experience, scores.extra())
+        if module_params and loss.requires_grad:
+            torch.autograd.backward(loss, inputs=module_params)
+    metrics = dict(metrics)
+    metrics.update(objective.score_metrics(scores, targets))
+    metrics["learner/n_microbatch"] = float(counters["n_microbatch"])
+    return float(loss.detach()), metrics
+
+
+def _minibatches(n_rollout: int, n_minibatches: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """A random split of the rollout indices into `n_minibatches` near-equal shares."""
+    if n_minibatches <= 1:
+        return [torch.arange(n_rollout)]
+    if n_minibatches > n_rollout:
+        raise ValueError(f"learner: n_minibatches {n_minibatches} > n_rollout {n_rollout}")
+    perm = torch.randperm(n_rollout, generator=generator)
+    return [idx.sort().values for idx in torch.tensor_split(perm, n_minibatches)]
+
+
+def update(
+    state: TrainState,
+    objective: Objective,
+    experience,
+    *,
+    max_tokens_per_microbatch: int | None = None,
+    autocast: torch.dtype | str | None = None,
+) -> dict[str, float]:
+    """The optimiser step(s) of one experience: the single entry point of the learner (one rank
+    of a data-parallel learner calls it on its shard).
+
+    For each of `n_epochs` passes (`objective.n_epochs`, or the stage's `update_epochs`) and each
+    of `objective.n_minibatches` random shares of the rollouts: gradients accumulated over
+    micro-batches (`accumulate_gradients`, budget `max_tokens_per_microbatch` rows, default the
+    state's) -> grad-norm clip -> AdamW; then one scheduler step and `state.step += 1` for the
+    whole experience (stage steps count experiences, not optimiser steps). Reference log-probs are computed once per
+    experience (no grad, micro-batched) before the first step. Returns the last step's objective
+    metrics plus `grad_norm`, `lr`, `learner/*` counters and the experience's collect metrics.
+    """
     model = state.model
+    budget = state.max_tokens_per_microbatch if max_tokens_per_microbatch is None else max_tokens_per_microbatch
+    dtype = autocast_dtype(autocast) if isinstance(autocast, str) else (autocast if autocast is not None else state.autocast_dtype)
+    device = next(model.parameters()).device
+    if isinstance(experience, Experience):
+        experience = experience.to(device, non_blocking=device.type == "cuda")
+    n_epochs = max(1, int(getattr(objective, "n_epochs", 1)), int(state.update_epochs))
+    n_mini = max(1, int(getattr(objective, "n_minibatches", 1)))
+    if n_mini > 1 and getattr(experience, "rollout", None) is None:
+        raise ValueError(f"objective {objective.name!r}: n_minibatches {n_mini} needs rollouts to split")
+    model.train(objective.train_mode)
+    for m in objective.modules():
+        m.train()
+    if objective.needs_reference:  # once per experience, shared by every epoch / minibatch
+        reference_logprobs(objective, state.reference, experience, None, budget, dtype)
+    gen = torch.Generator().manual_seed(int(state.step))
     metrics: dict[str, float] = {}
-    for _ in range(max(1, state.update_epochs)):
-        model.train(objective.train_mode)
-        for m in objective.modules():
-            m.train()
-        loss, metrics = objective.loss(model, experience, reference=state.reference)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"objective {objective.name!r}: non-finite loss {float(loss)} at step {state.step}")
-        state.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        params = [p for g in state.optimizer.param_groups for p in g["params"] if p.grad is not None]
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, state.grad_clip) if params else torch.tensor(0.0)
-        state.optimizer.step()
-        if state.scheduler is not None:
-            state.scheduler.step()
-        state.step += 1
-        metrics = dict(metrics)
-        metrics["grad_norm"] = float(grad_norm)
+    n_steps = 0
+    for _ in range(n_epochs):
+        shares = _minibatches(experience.n_rollout, n_mini, gen) if n_mini > 1 else [None]
+        for share in shares:
+            part = experience if share is None else experience.select_rollouts(share)
+            state.optimizer.zero_grad(set_to_none=True)
+            loss, metrics = accumulate_gradients(model, objective, part, state.reference, budget, dtype)
+            if not math.isfinite(loss):
+                raise FloatingPointError(f"objective {objective.name!r}: non-finite loss {loss} at step {state.step}")
+            params = [p for g in state.optimizer.param_groups for p in g["params"] if p.grad is not None]
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, state.grad_clip) if params else torch.tensor(0.0)
+            state.optimizer.step()
+            n_steps += 1
+            metrics = dict(metrics)
+            metrics["grad_norm"] = float(grad_norm)
+    # One training step per experience, however many optimiser steps it took: the stage's step
+    # count, the lr schedule (sized in stage steps) and resume all count experiences.
+    if state.scheduler is not None:
+        state.scheduler.step()
+    state.step += 1
     metrics["lr"] = float(state.optimizer.param_groups[0]["lr"])
+    metrics["learner/n_optimizer_step"] = float(n_steps)
     out = dict(experience.metrics)
     out.update(metrics)
     return out

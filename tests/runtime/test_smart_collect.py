@@ -34,3 +34,8 @@ def test_distributed_mpo_stage(tmp_path):
     assert all(h["runtime/policy_lag"] == 0.0 for h in hist)
     assert all(math.isfinite(h["loss"]) and 0.0 <= h["reward/mean"] <= 1.0 for h in hist)
     assert hist[1]["kl"] > 0.0  # after one update the policy has moved away from the stage reference
+    # the sampler's log-probs and supports travelled from the 2 actors (one scene each) and merged
+    # in agent order, and the actors' 1-scene rollouts score like the learner's 2-scene re-scoring:
+    # the re-scored sampled-form log-prob equals the recorded one, MPO's ratio is 1 at every step
+    assert all(abs(h["mpo/ratio_mean"] - 1.0) < 1e-4 and h["mpo/ratio_max"] < 1.0 + 1e-3 for h in hist), \
+        [(h["mpo/ratio_mean"], h["mpo/ratio_max"]) for h in hist]

@@ -110,6 +110,8 @@ def test_cached_engine_equals_naive_loop(setup, sampler, kwargs):
     assert torch.equal(fast.catk_target, slow.catk_target)
     torch.testing.assert_close(fast.future_pose, slow.future_pose)
     torch.testing.assert_close(fast.logprob, slow.logprob, atol=1e-4, rtol=0)
+    assert torch.equal(fast.sample_support, slow.sample_support)
+    torch.testing.assert_close(fast.sample_logprob, slow.sample_logprob, atol=1e-4, rtol=0)
 
 
 def test_engine_logits_equal_teacher_forced_forward(setup):
@@ -120,6 +122,37 @@ def test_engine_logits_equal_teacher_forced_forward(setup):
     lp = torch.log_softmax(logits, -1).gather(-1, rb.token_index.clamp(min=0)[..., None])[..., 0][:, :, CURRENT_ANCHOR:]
     sim = batch.sim_mask
     torch.testing.assert_close(lp[:, sim], rb.logprob[:, sim], atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("sampler,kwargs", [("topk", {"k": 5, "temperature": 0.7}), ("catk", {"k": 8})])
+def test_recorded_sample_logprob_equals_teacher_forced_sampled_form(setup, sampler, kwargs):
+    """The sampler's log-prob recorded at rollout time equals `token_logprob(..., 'sampled')`
+    recomputed by teacher forcing on the same model (the objectives' `sampled` form), it is a
+    log-prob of the renormalised support (>= the full-softmax one), and the sampled token is in
+    the recorded support."""
+    from smart_r1.objectives.logprob import token_logprob
+
+    vocab, scenes, batch, model = setup
+    rb = rollout(model, batch, n_rollout=2, sampler=sampler, seed=9, sampler_kwargs=kwargs)
+    sim = batch.sim_mask
+    k = kwargs["k"]
+    assert rb.sample_support.shape == (2, batch.n_agent, 16, k)
+    assert rb.sample_temperature == kwargs.get("temperature", 1.0)
+    fut = rb.token_index[:, :, CURRENT_ANCHOR:]  # [R, n, 16]
+    assert ((rb.sample_support[:, sim] == fut[:, sim, :, None]).any(-1)).all()
+    assert (rb.sample_support[:, ~sim] == -1).all()
+    with torch.no_grad():
+        logits = torch.stack([model(rb.teacher_forced_batch(r))[:, CURRENT_ANCHOR:] for r in range(2)])  # [R, n, 16, V]
+    lp = token_logprob(logits[:, sim], fut[:, sim], "sampled", rb.sample_support[:, sim], rb.sample_temperature)
+    torch.testing.assert_close(lp, rb.sample_logprob[:, sim], atol=1e-4, rtol=0)
+    assert (rb.sample_logprob[:, sim] <= 1e-6).all()
+    if sampler == "topk":  # renormalised over 5 tokens at T = 0.7: strictly above the full softmax
+        assert (rb.sample_logprob[:, sim] > rb.logprob[:, sim]).all()
+    else:  # CAT-K: the closest-to-log pick is deterministic (log q = 0), the others drew from the top-K
+        single = (rb.sample_support[:, sim] >= 0).sum(-1) == 1  # [R, n_sim, 16]
+        assert single.any() and (~single).any()
+        assert torch.equal(rb.sample_logprob[:, sim][single], torch.zeros(int(single.sum())))
+        assert torch.equal(single, rb.catk_target[:, sim] >= 0)
 
 
 def test_catk_with_whole_vocabulary_follows_the_log(setup):
@@ -164,3 +197,27 @@ def test_rollout_chunks_do_not_change_results(setup):
     assert torch.equal(whole.token_index, chunked.token_index)
     torch.testing.assert_close(whole.future_pose, chunked.future_pose)
     torch.testing.assert_close(whole.logprob, chunked.logprob, atol=1e-5, rtol=0)
+
+
+def test_attention_with_all_neighbours_masked_equals_no_neighbours():
+    """A query whose neighbour list is all masked must get the same output as one with an empty
+    list (K = 0). K is the widest list of the call, so otherwise a scene's rollout depended on the
+    other scenes of its batch (seen: a 1-scene rollout chunk on a Ray actor vs the learner's
+    2-scene re-scoring, log-probs off by up to 0.05 once `to_out`'s bias had trained)."""
+    from smart_r1.model.layers import AttentionBlock
+
+    torch.manual_seed(0)
+    blk = AttentionBlock(hidden_dim=16, num_heads=2, head_dim=4, ffn_dim=32, dropout=0.0, cross=False).eval()
+    with torch.no_grad():
+        blk.to_out.bias.normal_()  # a trained bias (PyTorch / our init may start it at zero)
+    x = torch.randn(5, 16)
+    empty = blk(x, torch.zeros(5, 0, 8), torch.zeros(5, 0, 8), torch.zeros(5, 0, dtype=torch.bool),
+                torch.zeros(5, 0, 8), torch.zeros(5, 0, 8))
+    kv = torch.randn(5, 3, 8)
+    masked = blk(x, kv, kv, torch.zeros(5, 3, dtype=torch.bool), kv, kv)
+    torch.testing.assert_close(masked, empty)
+    some = torch.zeros(5, 3, dtype=torch.bool)
+    some[0, 1] = True  # a query with a neighbour does attend
+    out = blk(x, kv, kv, some, kv, kv)
+    torch.testing.assert_close(out[1:], empty[1:])
+    assert not torch.allclose(out[0], empty[0])

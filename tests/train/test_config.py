@@ -15,7 +15,7 @@ def _base():
     return {"stages": [{"name": "bc", "objective": "bc", "steps": 2}]}
 
 
-@pytest.mark.parametrize("name", ["tiny_test.yaml", "cpu_demo.yaml", "sft_rft_sft.yaml"])
+@pytest.mark.parametrize("name", ["tiny_test.yaml", "cpu_demo.yaml", "sft_rft_sft.yaml", "paper_gpu.yaml"])
 def test_shipped_configs_parse(name):
     cfg = load_config(ROOT / "configs" / name)
     assert cfg.stages and all(s.objective in {"bc", "catk", "mpo", "grpo", "dpo", "ppo"} for s in cfg.stages)
@@ -87,3 +87,14 @@ def test_overrides_and_include(tmp_path):
         apply_overrides({"stages": [{"name": "bc"}]}, ["stages.nope.lr=1"])
     with pytest.raises(ConfigError, match="expected key=value"):
         apply_overrides({}, ["seed"])
+
+
+def test_learner_section_errors_name_the_field():
+    cfg = load_config(ROOT / "configs" / "tiny_test.yaml", ["learner.max_tokens_per_microbatch=512", "device=auto"])
+    assert cfg.learner.max_tokens_per_microbatch == 512 and cfg.device == "auto"
+    with pytest.raises(ConfigError, match="learner.max_tokens_per_microbatch"):
+        load_config(ROOT / "configs" / "tiny_test.yaml", ["learner.max_tokens_per_microbatch=4"])
+    with pytest.raises(ConfigError, match="learner.autocast"):
+        load_config(ROOT / "configs" / "tiny_test.yaml", ["learner.autocast=fp8"])
+    with pytest.raises(ConfigError, match="device"):
+        load_config(ROOT / "configs" / "tiny_test.yaml", ["device=tpu"])
