@@ -79,6 +79,9 @@ EXPERIMENT_DEFAULTS = {
     "ppo_epochs": 4,
     "n_minibatches": 2,
     "arms": list(ARM_LABELS),
+    # Gate: stop before the arms when the SFT checkpoint's validation realism is below this (an
+    # SFT policy under constant velocity makes every arm comparison meaningless). 0 = no gate.
+    "min_sft_meta": 0.0,
 }
 
 
@@ -242,8 +245,10 @@ def prepare_test_split(cfg, data, out: Path, n_test: int):
 # ----------------------------------------------------------------------------------------------
 
 def cpu_seconds() -> float:
-    ru = resource.getrusage(resource.RUSAGE_SELF)
-    return ru.ru_utime + ru.ru_stime
+    """CPU time of this process and its finished children (a persistent scorer subprocess,
+    e.g. the official backend's, is only counted once it exits)."""
+    return sum(ru.ru_utime + ru.ru_stime for ru in (resource.getrusage(resource.RUSAGE_SELF),
+                                                  resource.getrusage(resource.RUSAGE_CHILDREN)))
 
 
 def _tag(d: dict) -> str:
@@ -514,6 +519,11 @@ def main(argv=None) -> int:
         log(f"[{job}/{n_jobs}] seed {seed}: base (bc, sft1)")
         timed_run("base (bc + sft1)", sd / "base", [_stage(raw, "bc"), _stage(raw, "sft1")], None, raw_s)
         sft_ckpt = final_checkpoint(sd / "base", "sft1")
+        sft_val = json.loads((sd / "base" / "evaluation.json").read_text()).get("sft1", {}).get("metametric", float("nan"))
+        if float(exp["min_sft_meta"]) > 0 and not sft_val >= float(exp["min_sft_meta"]):
+            raise SystemExit(f"{sd / 'base'}: the SFT checkpoint's validation realism meta {sft_val:.4f} is below "
+                             f"experiment.min_sft_meta = {exp['min_sft_meta']}: train a better base (more BC) before the arms, "
+                             "or pass --set experiment.min_sft_meta=0 to run them anyway")
         for arm, stage_list in stages.items():
             job += 1
             log(f"[{job}/{n_jobs}] seed {seed}: {arm}")
@@ -541,7 +551,9 @@ def main(argv=None) -> int:
         from smart_r1.data.scenario_io import iter_scenes
 
         real_scenes = list(iter_scenes(str(REAL_SCENE)))
-        rb = get_backend(exp["real_backend"])
+        from smart_r1.eval.evaluate import make_backend
+
+        rb = make_backend(exp["real_backend"], int(exp["real_rollouts"]))  # official: n_rollouts checked
         k = int(dict(cfg.eval.sampler_params).get("k", 5))
         real_tag = _tag({"R": int(exp["real_rollouts"]), "backend": exp["real_backend"], "k": k, "rs": int(exp["rollout_seed"])})
         for b in ("constant_velocity", "log_replay"):
@@ -553,11 +565,17 @@ def main(argv=None) -> int:
                 sd = out / f"seed{seed}"
                 run_dir = sd / "base" if arm == "sft_checkpoint" else sd / arm
                 ckpt = final_checkpoint(run_dir, "sft1" if arm == "sft_checkpoint" else stages[arm][-1]["name"])
+                if not (run_dir / f"real-{real_tag}.json").exists():
+                    log(f"  real WOMD scene: seed {seed} {arm}")
                 per[seed] = cached(run_dir / f"real-{real_tag}.json", real_tag, lambda: score_source_on_scenes(
                     CheckpointSource(str(ckpt), top_k=k), real_scenes, int(exp["real_rollouts"]), int(exp["rollout_seed"]), rb))
             real[arm] = per
         log("real WOMD scene scored")
 
+    for what, pattern in (("oracle on the test split", f"oracle-test-{score_tag}.json"),
+                          ("real WOMD scene, one policy", "seed*/*/real-*.json")):
+        for f in out.glob(pattern):
+            costs.setdefault(what, []).append(json.loads(f.read_text()).get("cpu_s", float("nan")))
     header = (f"{args.label + ' — ' if args.label else ''}config `{args.config}`"
               f"{' ' + ' '.join('--set ' + o for o in args.overrides) if args.overrides else ''}: model `{cfg.model.preset}`, "
               f"{len(data.train)} train / {len(data.val)} validation / {len(test_split)} test scenes (profile `{cfg.data.synthetic.profile}`), "
@@ -569,7 +587,9 @@ def main(argv=None) -> int:
     summary["rft_steps"] = _stage(raw, "rft")["steps"]
     (out / "report.md").write_text(md)
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    plot_deltas(summary, Path(args.plot or out / "deltas.png"), header[:160])
+    title = (f"{args.label + ': ' if args.label else ''}paired Δ vs SFT continued, {int(exp['ci_level'] * 100)}% bootstrap CI; "
+             f"`{cfg.model.preset}`, seeds {args.seeds}, {len(test_split)} test scenes x {exp['test_rollouts']} rollouts")
+    plot_deltas(summary, Path(args.plot or out / "deltas.png"), title)
     if args.write_docs:
         Path(args.write_docs).write_text(md)
     print(md)
