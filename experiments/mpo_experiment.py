@@ -342,6 +342,8 @@ def build_report(test: dict[str, dict[int, list[dict]]], oracle: list[dict], rea
     seeds = sorted(ref)
     n_scene = len(ref[seeds[0]])
     pct = int(round(lvl * 100))
+    if [r["scenario_id"] for r in oracle] != [r["scenario_id"] for r in ref[seeds[0]]]:
+        raise ValueError("oracle rows and the test split's scenes are not in the same order")
     oracle_meta = np.array([r["metametric"] for r in oracle])  # [n_scene]
     lines = [header, ""]
     lines.append(f"Seeds {seeds}; {n_scene} test scenes; paired differences to **SFT continued** of the same seed, "
