@@ -303,7 +303,7 @@ def cached(path: Path, tag: str, compute):
     t0 = cpu_seconds()
     value = compute()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")  # parallel processes (seeds / arms) may score the same thing
     tmp.write_text(json.dumps({"tag": tag, "value": value, "cpu_s": cpu_seconds() - t0}, indent=1))
     tmp.replace(path)
     return value
