@@ -11,11 +11,17 @@ loss anyway) and the objective's threshold `alpha` (ignored by the group baselin
   Removes the between-scene difficulty from the advantage and keeps the reward's scale; zero
   when a scene has a single valid rollout.
 - `group_normalized` (GRPO): A = (r - mean_group) / (std_group + eps) over the valid rollouts.
+- `threshold_shuffled` (a PLACEBO, experiments/mpo_experiment.py): `threshold` on the batch's
+  valid rewards randomly permuted over all its rollouts and scenes. Same multiset of rewards, so
+  the same batch-mean advantage (and the same constant-offset term of the update), but no
+  information on which rollout earned which reward: an update that learns nothing.
 """
 
 from __future__ import annotations
 
 from typing import Callable
+
+import hashlib
 
 import torch
 
@@ -46,7 +52,7 @@ def list_advantages() -> list[str]:
 
 
 def needs_alpha(name: str) -> bool:
-    return name == "threshold"
+    return name in ("threshold", "threshold_shuffled")
 
 
 @register_advantage("threshold")
@@ -75,3 +81,22 @@ def group_normalized_advantage(rewards: torch.Tensor, valid: torch.Tensor, alpha
     mean = (rewards * v).sum(0, keepdim=True) / n  # [1, n_scene]
     std = (((rewards - mean) ** 2) * v).sum(0, keepdim=True).div(n).sqrt()  # [1, n_scene]
     return (rewards - mean) / (std + 1e-6) * v  # [R, n_scene]
+
+
+def shuffle_within_batch(rewards: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """The valid entries of `rewards` [R, n_scene] permuted among the valid positions (invalid
+    entries stay where they are). The permutation is seeded by the rewards' bytes: reproducible,
+    different for every batch, and the global random streams are left alone."""
+    flat = rewards.reshape(-1)  # [R * n_scene]
+    pos = torch.nonzero(valid.reshape(-1).bool()).reshape(-1)  # [n_valid]
+    digest = hashlib.blake2b(flat.detach().cpu().double().numpy().tobytes(), digest_size=8).digest()
+    gen = torch.Generator().manual_seed(int.from_bytes(digest, "little") % (2**63 - 1))
+    perm = torch.randperm(len(pos), generator=gen)  # [n_valid]
+    out = flat.clone()
+    out[pos] = flat[pos[perm.to(pos.device)]]
+    return out.reshape(rewards.shape)  # [R, n_scene]
+
+
+@register_advantage("threshold_shuffled")
+def shuffled_threshold_advantage(rewards: torch.Tensor, valid: torch.Tensor, alpha: float | None) -> torch.Tensor:
+    return threshold_advantage(shuffle_within_batch(rewards, valid), valid, alpha)  # [R, n_scene]

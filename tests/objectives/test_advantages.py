@@ -56,3 +56,26 @@ def test_mpo_group_mean_needs_no_calibration_and_uses_estimator():
     paper = get_objective("mpo", alpha=0.77)
     assert torch.allclose(paper.advantages(REWARDS, ALL), REWARDS - 0.77)
     assert get_objective("mpo").needs_calibration
+
+
+def test_placebo_shuffles_rewards_within_the_batch():
+    """`threshold_shuffled` (the experiment's placebo): the valid rewards of the whole batch are
+    permuted (same multiset, another assignment; invalid entries stay put), then r - alpha."""
+    from smart_r1.objectives.advantages import shuffle_within_batch
+
+    rewards = torch.arange(32, dtype=torch.float32).reshape(8, 4) / 32  # [R=8, n_scene=4], all distinct
+    valid = torch.ones_like(rewards, dtype=torch.bool)
+    valid[0, 1] = valid[5, 3] = False
+    shuffled = shuffle_within_batch(rewards, valid)
+    assert torch.equal(shuffled[~valid], rewards[~valid])  # invalid entries untouched
+    assert torch.equal(shuffled[valid].sort().values, rewards[valid].sort().values)  # same multiset
+    assert (shuffled != rewards)[valid].float().mean() > 0.5  # most rollouts get another's reward
+    assert not torch.equal(shuffled[:, 0], rewards[:, 0])  # moved across scenes, not just inside one
+    assert torch.equal(shuffle_within_batch(rewards, valid), shuffled)  # reproducible
+    adv = get_advantage("threshold_shuffled")(rewards, valid, 0.25)
+    assert torch.allclose(adv, (shuffled - 0.25) * valid.float())
+    assert torch.isclose(adv.sum(), ((rewards - 0.25) * valid.float()).sum())  # batch-mean advantage kept
+    with pytest.raises(ValueError, match="needs alpha"):
+        get_advantage("threshold_shuffled")(rewards, valid, None)
+    mpo = get_objective("mpo", advantage="threshold_shuffled")
+    assert mpo.needs_calibration  # calibrated alpha, like the paper arm it mirrors
