@@ -11,7 +11,7 @@ naming the file and the field path, e.g. `configs/x.yaml: stages[2].lr: expected
                 during_stage_n_scenes, render_scenes}
     learner:   {max_tokens_per_microbatch: 1024, autocast: none}
     device:    cpu | cuda | auto
-    tracking:  {uri, experiment, run_name, enabled, system_metrics, register_model, model_name}
+    tracking:  {uri, experiment, run_name, enabled, system_metrics, system_metrics_interval, register_model, model_name}
 
 `load_config("cpu_demo")` also takes a config *name*: the file of that name in the repository's
 `configs/` folder, or (installed from a wheel) the copy shipped inside the package
@@ -109,6 +109,7 @@ class TrackingConfig:
     experiment: str = "smart-r1"
     run_name: str | None = None
     system_metrics: bool = True  # CPU / memory / disk / network (and GPU with pynvml) as `system/...` metrics
+    system_metrics_interval: float = 5.0  # seconds between system-metric samples (a run shorter than this logs none)
     register_model: bool = True  # log the final policy as an MLflow pyfunc model and register it
     model_name: str | None = None  # registered model name; default `<experiment>-policy`
 
@@ -277,6 +278,8 @@ def _validate(cfg: TrainConfig, where: str) -> TrainConfig:
             get_objective(s.objective, **s.params)
         except (TypeError, ValueError, KeyError) as err:
             raise ConfigError(f"{p}.params: {err}") from None
+    if not cfg.tracking.system_metrics_interval > 0:
+        raise ConfigError(f"{where}tracking.system_metrics_interval: must be > 0, got {cfg.tracking.system_metrics_interval}")
     if cfg.eval.every_n_steps < 0:
         raise ConfigError(f"{where}eval.every_n_steps: must be >= 0, got {cfg.eval.every_n_steps}")
     if cfg.eval.during_stage_n_scenes < 0 or cfg.eval.render_scenes < 0:

@@ -20,6 +20,7 @@ OVERRIDES = [
     "  params: {advantage: group_mean, beta: 0.04, n_rollout: 2, reward: rollout}}]",
     "eval.n_scenes=1", "eval.n_rollout=2", "eval.every_n_steps=1", "eval.render_scenes=1", "eval.render_rollouts=1",
     "tracking.enabled=true", "tracking.experiment=rt-readable",
+    "tracking.system_metrics_interval=0.5",  # the tiny run lasts seconds: sample more often than the default 5 s
 ]
 
 
