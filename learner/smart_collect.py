@@ -124,8 +124,11 @@ class SmartRolloutWorker:
 
         torch.set_num_threads(max(1, int(torch_threads)))
         self.cfg = config_from_dict(cfg_dict, "<runtime>")
-        if not torch.cuda.is_available():
-            self.cfg.device = "cpu"  # a CPU rollout node (the learner may be on a GPU)
+        from smart_r1.train.config import resolve_device
+
+        # `auto` (the default): this node's GPU if it has one, else cpu; a config naming cuda for
+        # the learner still rolls out on a CPU rollout node.
+        self.cfg.device = resolve_device(self.cfg.device) if torch.cuda.is_available() else "cpu"
         ns = names.get("namespace")
         assets = ray.get_actor(names["assets"], namespace=ns)
         vocab = ray.get(ray.get(assets.get.remote("vocab"))[0])

@@ -137,7 +137,7 @@ class TrainConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     init_from: str | None = None  # checkpoint whose model weights start stage 0 (branch from a finished stage)
     learner: LearnerConfig = field(default_factory=LearnerConfig)
-    device: str = "cpu"  # cpu | cuda | cuda:N | auto (cuda when a GPU is visible, else cpu)
+    device: str = "auto"  # auto (cuda when a GPU is visible where the model runs, else cpu) | cpu | cuda | cuda:N
     num_threads: int = 0  # torch.set_num_threads; 0 = leave as is
     progress: bool = True
 
