@@ -143,7 +143,6 @@ def test_score_cli_missing_scene(real_submission_path, tmp_path, capsys):
     assert code == 2 and SID in capsys.readouterr().err
 
 
-@pytest.mark.slow
 @pytest.mark.official
 @pytest.mark.timeout(300)
 def test_score_cli_official_small_scene(real_scenario_path, real_submission_path, tmp_path, capsys):

@@ -122,7 +122,6 @@ def test_preprocess_corrupt_input(tmp_path):
 
 
 @pytest.mark.ray
-@pytest.mark.slow
 def test_preprocess_resumes_after_killed_run(tmp_path):
     """Kill a Ray preprocess after its first shard lands; the re-run keeps finished shards."""
     n_shards, per_shard = 8, 3
@@ -164,7 +163,6 @@ def test_preprocess_resumes_after_killed_run(tmp_path):
 
 
 @pytest.mark.ray
-@pytest.mark.slow
 def test_preprocess_on_ray_then_skip_on_rerun(tmp_path, ray_local):  # preprocess attaches to the shared instance
     write_copies(tmp_path / "in", n_shards=3, per_shard=1)
     write_records(tmp_path / "in" / "extra.tfrecord.gz", [real_record_bytes()])

@@ -77,7 +77,6 @@ def test_womd_structure_and_official_agent_sets(scenes):
         assert scene.n_agent == len(sc.tracks)
 
 
-@pytest.mark.slow
 def test_official_converter_accepts_scenes(scenes):
     """`converters.scenario_to_joint_scene` (TensorFlow: ~30 s to import and warm up here)."""
     from waymo_open_dataset.utils.sim_agents import converters

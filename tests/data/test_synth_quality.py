@@ -50,7 +50,6 @@ def any_events(request, events, womd_events):
     return events if request.param == "small" else womd_events
 
 
-@pytest.mark.slow
 def test_logged_vehicles_and_cyclists_are_clean(any_events):
     events = any_events
     road = np.isin(events["agent_type"], [int(AgentType.VEHICLE), int(AgentType.CYCLIST)])
@@ -60,7 +59,6 @@ def test_logged_vehicles_and_cyclists_are_clean(any_events):
     assert events["red_light"][road].mean() <= 0.005
 
 
-@pytest.mark.slow
 def test_logged_official_eval_set_is_clean(any_events):
     events = any_events
     ev = events["official_eval"]
@@ -70,7 +68,6 @@ def test_logged_official_eval_set_is_clean(any_events):
     assert events["offroad"][road].mean() < 0.01 and events["red_light"][road].mean() <= 0.005
 
 
-@pytest.mark.slow
 def test_no_collisions_among_all_agents(any_events):
     events = any_events
     assert events["collision"].mean() < 0.01

@@ -123,7 +123,6 @@ def test_cache_keeps_generator_state(womd_scenes):
     np.testing.assert_array_equal(ro, oracle_rollouts(womd_scenes[0], 1, seed=0))
 
 
-@pytest.mark.slow
 def test_oracle_scores_well_above_constant_velocity(womd_scenes):
     from smart_r1.eval.evaluate import evaluate_scene
     from smart_r1.eval.sources import make_source

@@ -59,7 +59,6 @@ def test_cut_down_scenario_is_smaller_and_valid(real_scenario_path, real_submiss
     assert ids(small) == ids(full) == [1675, 1676, 2320, 2406]
 
 
-@pytest.mark.slow
 @pytest.mark.official
 @pytest.mark.timeout(300)
 def test_official_small_scene_live(real_scenario_path, real_submission_path, official_backend):
@@ -99,7 +98,6 @@ def test_official_small_scene_live(real_scenario_path, real_submission_path, off
             assert got[name][key] == stored[name][key], (name, key)
 
 
-@pytest.mark.slow
 @pytest.mark.official
 @pytest.mark.timeout(300)
 def test_official_in_process_matches_worker(real_scenario_path, real_submission_path):
@@ -127,7 +125,6 @@ def test_official_in_process_matches_worker(real_scenario_path, real_submission_
         assert got[key] == pytest.approx(stored[key], abs=1e-6), key
 
 
-@pytest.mark.slow
 @pytest.mark.official
 @pytest.mark.timeout(300)
 def test_official_from_scene_matches_proto(real_scenario_path, real_submission_path, official_backend):

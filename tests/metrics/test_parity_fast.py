@@ -149,7 +149,6 @@ def test_synthetic_matches_stored_official(backend, entry):
     assert_parity(_flat(backend.score(scene, ro)), official, f"{entry['scenario_id']}/{entry['policy']}")
 
 
-@pytest.mark.slow
 @pytest.mark.official
 def test_live_official_vs_fast_small_scene(backend):
     """Runs the official code now (in-process) on the smallest parity scene, 4 perturbed rollouts."""

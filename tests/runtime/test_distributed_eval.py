@@ -184,7 +184,6 @@ def test_bad_scene_reported_and_skipped(ray_local, scenes_path, tmp_path):
     assert len(res.uncovered[name]) == N_SCENES - 3
 
 
-@pytest.mark.slow
 def test_distributed_validation_equals_loop_evaluate(ray_local, tiny_data):
     import dataclasses
 
@@ -219,7 +218,6 @@ def test_distributed_validation_equals_loop_evaluate(ray_local, tiny_data):
         val.shutdown()
 
 
-@pytest.mark.slow
 def test_driver_validates_on_ray(ray_local, tmp_path, monkeypatch):
     """`run_distributed` with `runtime.distributed_eval` (default true): the stage's held-out
     evaluation comes from the validator and equals `loop.evaluate` on the saved model."""

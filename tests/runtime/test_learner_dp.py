@@ -111,7 +111,6 @@ def _rel_all(a: dict, b: dict) -> float:
 
 
 @pytest.mark.ray
-@pytest.mark.slow
 def test_two_ranks_same_weights_as_one_process_bc_and_mpo(ray_local, tiny, tmp_path):
     """One BC step and one MPO step: 2 gloo ranks (shards of 2 and 1 scenes, unequal token
     counts) == the library `update` in one process on the whole batch, to <= 1e-5 relative."""

@@ -24,7 +24,6 @@ OVERRIDES = [
 ]
 
 
-@pytest.mark.slow
 def test_training_run_is_readable_and_registers_a_loadable_model(tmp_path, mlflow_server):
     import mlflow
     import pandas as pd

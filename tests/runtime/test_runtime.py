@@ -84,7 +84,6 @@ def test_epoch_learns_skips_bad_scenes_and_bounds_lag(ray_local):
         rt.shutdown()
 
 
-@pytest.mark.slow
 def test_actor_kills_exactly_once_scoring(ray_local, tmp_path):
     ray = ray_local
     from learner.runtime import DistributedRuntime
@@ -126,7 +125,6 @@ def test_actor_kills_exactly_once_scoring(ray_local, tmp_path):
         rt.shutdown()
 
 
-@pytest.mark.slow
 def test_torch_trainer_one_worker_same_update_path(ray_local, tmp_path):
     """Ray Train TorchTrainer (1 CPU worker) runs the same LearnerCore update as the single
     learner: same batches -> same weights, published with versions to the WeightStore."""

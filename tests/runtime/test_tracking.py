@@ -25,7 +25,6 @@ def test_make_tracker_null_without_uri(monkeypatch):
         t.close()
 
 
-@pytest.mark.slow
 def test_buffer_while_down_then_replay_and_resume(tmp_path):
     from mlflow import MlflowClient
 
@@ -87,7 +86,6 @@ def test_buffer_while_down_then_replay_and_resume(tmp_path):
         server.stop()
 
 
-@pytest.mark.slow
 def test_server_down_at_start_and_register_model(tmp_path):
     """No server when the tracker starts: the run is created once it appears, nothing lost."""
     from mlflow import MlflowClient

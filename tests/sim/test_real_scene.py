@@ -11,7 +11,6 @@ from smart_r1.cli import main
 from smart_r1.model.presets import get_preset
 
 
-@pytest.mark.slow
 @pytest.mark.official
 def test_simulate_real_scene_passes_official_validation(tmp_path, real_scenario_path):
     from smart_r1.data.scenario_io import load_scene, read_scenario_protos

@@ -5,7 +5,6 @@ import pytest
 from smart_r1.cli import main
 
 
-@pytest.mark.slow
 def test_build_vocab_and_report(tmp_path, real_scenario_path, capsys):
     out = tmp_path / "vocab"
     rc = main(

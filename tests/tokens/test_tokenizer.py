@@ -105,7 +105,6 @@ def test_reconstruct_trajectories(small_vocab):
     np.testing.assert_allclose(poses[0, ::5], ts.anchor_pose[0], atol=1e-5)
 
 
-@pytest.mark.slow
 def test_real_scene_with_synthetic_vocab(real_scene, synth_vocab):
     """A 512-token vocabulary built from synthetic scenes tokenizes the shared real scene.
 

@@ -25,7 +25,6 @@ SCHEDULE = ("[{name: bc, objective: bc, steps: 4, lr: 5.0e-3, checkpoint_every: 
             "  params: {alpha: calibrate, n_rollout: 2, calibration_batches: 1}}]")
 
 
-@pytest.mark.slow
 def test_resume_bc_and_rft_is_exact(tiny_data, tmp_path):
     full = run_pipeline(_cfg(SCHEDULE, tmp_path / "full"), data=tiny_data)
     assert len(full.history) == 6

@@ -39,7 +39,6 @@ def _fixed_loss(model, objective_name, data, params, seed=0):
     return float(loss)
 
 
-@pytest.mark.slow
 def test_schedule_runs_and_objectives_decrease_losses(tiny_data, tmp_path):
     cfg = tiny_config(f"stages={SCHEDULE}", f"output_dir={tmp_path}", "data.batch_size=3", *FAST_EVAL)
     model0 = build_model_for(cfg, tiny_data.vocab)
@@ -72,7 +71,6 @@ def test_schedule_runs_and_objectives_decrease_losses(tiny_data, tmp_path):
     assert (tmp_path / "evaluation.md").exists()
 
 
-@pytest.mark.slow
 def test_other_rft_objectives_step(tiny_data, tmp_path):
     stages = ("[{name: g, objective: grpo, steps: 1, lr: 1.0e-3, params: {n_rollout: 3}},"
               " {name: d, objective: dpo, steps: 1, lr: 1.0e-3, params: {n_rollout: 3}},"

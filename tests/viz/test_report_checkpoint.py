@@ -9,7 +9,6 @@ import pytest
 
 
 
-@pytest.mark.slow
 def test_checkpoint_and_baseline_report(tmp_path, untrained_checkpoint):
     import torch
 

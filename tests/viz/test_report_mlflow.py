@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 
 
-@pytest.mark.slow
 def test_evaluate_logs_metrics_and_report_to_mlflow(tmp_path, mlflow_server, unique_name):
     from mlflow import MlflowClient
 
