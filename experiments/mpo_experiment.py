@@ -82,6 +82,11 @@ EXPERIMENT_DEFAULTS = {
     # Gate: stop before the arms when the SFT checkpoint's validation realism is below this (an
     # SFT policy under constant velocity makes every arm comparison meaningless). 0 = no gate.
     "min_sft_meta": 0.0,
+    # One BC run (training seed `bc_seed`) shared by every training seed, which then differ in
+    # their CAT-K SFT and RFT (sampling, batch order, dropout) only: a reduced-scale option that
+    # saves (n_seed - 1) BC runs; the seed-to-seed spread then leaves out BC's own variance.
+    "shared_bc": False,
+    "bc_seed": 0,
 }
 
 
@@ -196,6 +201,8 @@ def arm_stages(raw: dict, exp: dict) -> dict[str, list[dict]]:
 
     cont = copy.deepcopy(sft1)
     cont.update(name="sft_continued", steps=rft["steps"], epochs=None)
+    if rft.get("batch_size"):  # the same scenes per step as the RFT arms
+        cont["batch_size"] = rft["batch_size"]
     mpo_paper = {"advantage": "threshold", "alpha": "calibrate", "logprob": "full_softmax"}
     stages = {
         "sft_continued": [cont],
@@ -513,13 +520,24 @@ def main(argv=None) -> int:
         costs.setdefault(f"train: {name}", []).append(json.loads(cost_file.read_text())["cpu_s"])
         return res
 
+    shared_bc = None
+    if exp["shared_bc"]:
+        raw_b = copy.deepcopy(raw)
+        raw_b["seed"] = int(exp["bc_seed"])
+        log(f"shared BC (training seed {exp['bc_seed']}), the start of every seed's SFT")
+        timed_run("shared BC", out / f"bc_shared_seed{exp['bc_seed']}", [_stage(raw, "bc")], None, raw_b)
+        shared_bc = final_checkpoint(out / f"bc_shared_seed{exp['bc_seed']}", "bc")
     for seed in args.seeds:
         raw_s = copy.deepcopy(raw)
         raw_s["seed"] = seed
         sd = out / f"seed{seed}"
         job += 1
-        log(f"[{job}/{n_jobs}] seed {seed}: base (bc, sft1)")
-        timed_run("base (bc + sft1)", sd / "base", [_stage(raw, "bc"), _stage(raw, "sft1")], None, raw_s)
+        if shared_bc is None:
+            log(f"[{job}/{n_jobs}] seed {seed}: base (bc, sft1)")
+            timed_run("base (bc + sft1)", sd / "base", [_stage(raw, "bc"), _stage(raw, "sft1")], None, raw_s)
+        else:
+            log(f"[{job}/{n_jobs}] seed {seed}: base (sft1 from the shared BC)")
+            timed_run("base (sft1)", sd / "base", [_stage(raw, "sft1")], str(shared_bc), raw_s)
         sft_ckpt = final_checkpoint(sd / "base", "sft1")
         sft_val = json.loads((sd / "base" / "evaluation.json").read_text()).get("sft1", {}).get("metametric", float("nan"))
         if float(exp["min_sft_meta"]) > 0 and not sft_val >= float(exp["min_sft_meta"]):
