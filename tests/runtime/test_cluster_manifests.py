@@ -99,3 +99,18 @@ def test_dockerfile_installs_the_pins_and_the_nodeps_wheels():
     for src in re.findall(r"^COPY (.+) \S+$", text, re.M):
         for path in src.split():
             assert (REPO / path).exists(), f"Dockerfile copies {path}, which is not in the repo"
+
+
+def test_image_recipe_check_copies_what_the_dockerfile_copies():
+    """cluster/check_image_recipe.sh replays the Dockerfile without Docker: it must copy the same
+    files (a COPY added to the Dockerfile and not to the script would go unchecked)."""
+    docker = set()
+    for line in (REPO / "Dockerfile").read_text().splitlines():
+        if line.startswith("COPY "):
+            docker.update(p.rstrip("/") for p in line.split()[1:-1])
+    script = set()
+    for line in (REPO / "cluster" / "check_image_recipe.sh").read_text().splitlines():
+        words = line.strip().split()
+        if words[:1] == ["cp"]:
+            script.update(w for w in words[1:] if not w.startswith(("-", '"')))
+    assert docker and docker == script, (sorted(docker - script), sorted(script - docker))
