@@ -308,6 +308,12 @@ class _SyncedOptimizer:
         self.last_grad_norm = float("nan")
         self.last_global_count = float("nan")
         self.last_count = 0.0
+        self.nonfinite_loss: str | None = None  # this rank's non-finite loss (a message) until the next sync
+
+    def flag_nonfinite_loss(self, nonfinite: bool, what: str) -> None:
+        """Called by `update` before `step()`: the flag travels in the gradient all-reduce, so a
+        non-finite loss on any rank makes every rank raise after that collective, together."""
+        self.nonfinite_loss = what if nonfinite else None
 
     @property
     def param_groups(self):
@@ -350,9 +356,15 @@ class _SyncedOptimizer:
         # A rank with a shard whose update never called `objective.loss` has no count: flagged in the
         # same all-reduce, so every rank raises together (no rank left waiting in a collective).
         uncounted = 1.0 if (self.counter.expect_loss and not self.counter.seen) else 0.0
-        tail = torch.tensor([uncounted, n_local], dtype=torch.float32, device=device)
-        buf = torch.cat(flat + [has_grad, tail])  # [sum numel + P + 2]
+        nonfinite = 1.0 if self.nonfinite_loss is not None else 0.0
+        tail = torch.tensor([nonfinite, uncounted, n_local], dtype=torch.float32, device=device)
+        buf = torch.cat(flat + [has_grad, tail])  # [sum numel + P + 3]
         dist.all_reduce(buf, op=dist.ReduceOp.SUM)
+        mine, self.nonfinite_loss = self.nonfinite_loss, None
+        if float(buf[-3]) > 0:
+            raise FloatingPointError(
+                f"data-parallel learner: non-finite loss on {int(float(buf[-3]))} of {dist.get_world_size()} ranks "
+                f"(rank {dist.get_rank()}: {mine or 'finite here'}); no rank applied this step")
         if float(buf[-2]) > 0:
             raise RuntimeError("data-parallel learner: the update of a rank never evaluated the objective's loss, so its loss "
                                "count (n_token / n_pair) is unknown and the ranks cannot be weighted; the gradient sync "
@@ -363,7 +375,7 @@ class _SyncedOptimizer:
         offset = 0
         for i, p in enumerate(params):
             k = p.numel()
-            if float(buf[-2 - len(params) + i]) > 0:  # some rank has a gradient for it (else: None, like one process)
+            if float(buf[-3 - len(params) + i]) > 0:  # some rank has a gradient for it (else: None, like one process)
                 g = (buf[offset:offset + k] * scale).view_as(p).to(p.dtype)
                 if p.grad is None:
                     p.grad = g.clone()

@@ -35,11 +35,16 @@ def list_objectives() -> list[str]:
     return sorted(_OBJECTIVES)
 
 
-def get_objective(name: str, **params):
+def objective_class(name: str):
+    """The class registered as `name` (its class attributes: `needs_reference`, `needs_scenes`, ...)."""
     _load_builtins()
     if name not in _OBJECTIVES:
         raise KeyError(f"unknown objective {name!r}; known: {sorted(_OBJECTIVES)}")
-    cls = _OBJECTIVES[name]
+    return _OBJECTIVES[name]
+
+
+def get_objective(name: str, **params):
+    cls = objective_class(name)
     accepted = inspect.signature(cls.__init__).parameters
     unknown = [k for k in params if k not in accepted]
     if unknown and not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values()):

@@ -132,11 +132,44 @@ def prepare_data(cfg: TrainConfig, out_dir: str | Path | None = None) -> Prepare
     val_scenes = _load_scenes(cfg, _scene_files(cfg, out, "validation"), cache_root / "validation")
     if not train_scenes:
         raise ValueError(f"{cfg.output_dir}: no training scenes (data.synthetic.n_scenes / data.glob)")
+    check_scenes_for_stages(cfg, train_scenes, val_scenes)
     vocab, vdir = _vocab(cfg, train_scenes, out)
     train = Split(train_scenes, _tokenize(cfg, train_scenes, vocab, out, "training"))
     val = Split(val_scenes, _tokenize(cfg, val_scenes, vocab, out, "validation"))
     log.info("data ready in %.1f s: %d train / %d val scenes, vocab %s", time.perf_counter() - t0, len(train), len(val), vocab)
     return PreparedData(train, val, vocab, vdir)
+
+
+def check_scenes_for_stages(cfg: TrainConfig, train_scenes: list, val_scenes: list) -> None:
+    """Fail before the first step, naming the scenes, when a stage cannot use them.
+
+    Training reads scenes without map features (`REQUIRE_MAP["train"]`: behaviour cloning and
+    CAT-K need no map). The realism reward of the RL stages (objectives with `needs_scenes`)
+    and the validation evaluation need road edges, so the scenes they draw from must have a map:
+    otherwise the metric backend would fail many steps into the run."""
+    from smart_r1.errors import InputError
+    from smart_r1.objectives.registry import objective_class
+
+    def missing_map(scenes) -> list:
+        return [s for s in scenes if s.map.n_feature == 0]
+
+    def named(scenes) -> str:
+        shown = ", ".join(f"{s.scenario_id} ({s.source or '<in memory>'})" for s in scenes[:5])
+        return shown + (f" and {len(scenes) - 5} more" if len(scenes) > 5 else "")
+
+    rl_stages = [s.name for s in cfg.stages if getattr(objective_class(s.objective), "needs_scenes", False)]
+    if rl_stages:
+        bad = missing_map(train_scenes)
+        if bad:
+            raise InputError(
+                f"field map_features: {len(bad)} of {len(train_scenes)} training scenes have no map features, but stage(s) "
+                f"{rl_stages} score rollouts with the realism metrics, which need road edges: {named(bad)}; "
+                "remove these scenes from the training data (or train them with bc / catk stages only)")
+    if cfg.eval.after_each_stage and val_scenes:
+        bad = missing_map(val_scenes)
+        if bad:
+            raise InputError(f"field map_features: {len(bad)} validation scenes have no map features (the evaluation "
+                             f"after each stage scores them with the realism metrics): {named(bad)}")
 
 
 def build_model_for(cfg: TrainConfig, vocab) -> torch.nn.Module:

@@ -323,7 +323,13 @@ def update(
             part = experience if share is None else experience.select_rollouts(share)
             state.optimizer.zero_grad(set_to_none=True)
             loss, metrics = accumulate_gradients(model, objective, part, state.reference, budget, dtype)
-            if not math.isfinite(loss):
+            # A data-parallel rank's optimiser (learner.train_dp) takes the flag into its gradient
+            # all-reduce and raises on every rank together; raising here would leave the other
+            # ranks waiting in that collective.
+            flag_nonfinite = getattr(state.optimizer, "flag_nonfinite_loss", None)
+            if flag_nonfinite is not None:
+                flag_nonfinite(not math.isfinite(loss), f"objective {objective.name!r}: loss {loss} at step {state.step}")
+            elif not math.isfinite(loss):
                 raise FloatingPointError(f"objective {objective.name!r}: non-finite loss {loss} at step {state.step}")
             params = [p for g in state.optimizer.param_groups for p in g["params"] if p.grad is not None]
             grad_norm = torch.nn.utils.clip_grad_norm_(params, state.grad_clip) if params else torch.tensor(0.0)

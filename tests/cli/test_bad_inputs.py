@@ -360,3 +360,25 @@ def test_debug_flag_shows_the_traceback(bad, tmp_path):
 
     with pytest.raises(SceneValidationError, match="NaN"):
         main(["render", "--scene", str(bad["dir"] / "nan.tfrecord"), "--out", str(tmp_path / "r"), "--debug"])
+
+
+# ----- missing map -----
+
+
+def test_train_with_an_rl_stage_on_a_mapless_scene_fails_before_the_first_step(bad, tmp_path, capsys):
+    """Training accepts map-less scenes (bc / catk need no map), but an RL stage's realism reward
+    needs road edges: the run must stop before any step, naming the scene and the field."""
+    from smart_r1.data.scenario_io import read_scenario_protos
+    from smart_r1.metrics.submission import write_scenarios_tfrecord
+
+    scenarios = list(read_scenario_protos(str(bad["dir"] / "good.tfrecord")))
+    del scenarios[0].map_features[:]
+    for s in scenarios:  # traffic-light states refer to lanes of the map
+        for state in s.dynamic_map_states:
+            del state.lane_states[:]
+    write_scenarios_tfrecord(tmp_path / "no_map.tfrecord", scenarios)
+    rc = main(["train", "--config", str(REPO / "configs" / "tiny_test.yaml"), "--set", f"data.glob={tmp_path / 'no_map.tfrecord'}",
+               "--set", "data.synthetic=null", "--set", "tracking.enabled=false", "--out", str(tmp_path / "run")])
+    assert rc == 2
+    assert_one_line_error(capsys.readouterr(), "map_features", bad["ids"][0], "no_map.tfrecord", "rft")
+    assert not (tmp_path / "run" / "checkpoints").exists()

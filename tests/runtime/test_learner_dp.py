@@ -179,3 +179,56 @@ def test_run_distributed_uses_worker_group(ray_local, tmp_path):
     moments = ck.optimizer["state"]  # rank 0's AdamW state, fetched by the driver for the checkpoint
     assert moments and all(int(v["step"]) == 1 and torch.count_nonzero(v["exp_avg"]) > 0 for v in moments.values())
     assert ck.scheduler["last_epoch"] == 1
+
+
+def _nonfinite_rank(rank: int, world: int, port: int, results) -> None:
+    """One gloo rank: a linear model, `update`'s non-finite check on rank 1 only, then the synced step."""
+    import math
+
+    import torch
+    import torch.distributed as dist
+
+    from learner.train_dp import _LossCounter, _SyncedOptimizer
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
+                            timeout=__import__("datetime").timedelta(seconds=60))
+    try:
+        model = torch.nn.Linear(3, 1)
+        counter = _LossCounter()
+        opt = _SyncedOptimizer(torch.optim.AdamW(model.parameters(), lr=1e-2), grad_clip=1.0, counter=counter)
+        loss = model(torch.ones(2, 3)).sum() * (math.nan if rank == 1 else 1.0)
+        loss.backward()
+        counter.count, counter.seen, counter.expect_loss = 2.0, True, True
+        opt.flag_nonfinite_loss(not math.isfinite(float(loss)), f"loss {float(loss)}")
+        before = [p.detach().clone() for p in model.parameters()]
+        try:
+            opt.step()
+            results.put((rank, "stepped", ""))
+        except FloatingPointError as e:
+            unchanged = all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+            results.put((rank, "raised" if unchanged else "raised-after-changing-weights", str(e)))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_nonfinite_loss_on_one_rank_raises_on_every_rank_without_hanging():
+    """A NaN loss on rank 1 must not leave rank 0 waiting in the gradient all-reduce (until the
+    gloo timeout): the flag travels in that all-reduce and both ranks raise, weights untouched."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = mp.get_context("spawn")
+    results = ctx.Queue()
+    procs = [ctx.Process(target=_nonfinite_rank, args=(r, 2, port, results)) for r in range(2)]
+    for p in procs:
+        p.start()
+    got = sorted(results.get(timeout=120) for _ in procs)
+    for p in procs:
+        p.join(timeout=30)
+    assert [(r, what) for r, what, _ in got] == [(0, "raised"), (1, "raised")], got
+    assert "non-finite loss on 1 of 2 ranks" in got[0][2] and "finite here" in got[0][2]
+    assert "loss nan" in got[1][2]
