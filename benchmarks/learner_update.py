@@ -4,13 +4,24 @@ synthetic scene per size, CPU time and peak RSS.
     python -m benchmarks.learner_update --preset tiny --agents 32 64 128 --rollouts 32 --objective mpo --json FILE
 
 Each scene size runs in its own child process (so `peak_rss_mb`, the child's `ru_maxrss`, is that
-row's peak: model, reference, rollouts and the update). Per row:
+row's peak: model, reference, rollouts and both updates). Both places of the reference
+log-probs (`learner.reference_on`) are measured on the same rollouts (same seed, same tokens),
+after a 1-rollout warm-up rollout and update. Per row:
 
-- `rollout_cpu_s`: `sim.engine.rollout` of R rollouts (top-5), CPU seconds of the process;
-- `reference_cpu_s`: the reference log-probs (no grad, micro-batched), part of the update;
-- `update_cpu_s`: the whole RL update: reference log-probs + policy log-probs + loss + backward +
-  AdamW step (`smart_r1.train.step.update`);
-- `rss_after_rollout_mb`, `peak_rss_mb`, `n_microbatch`, and `update_over_rollout`.
+- `rollout_cpu_s`: `sim.engine.rollout` of R rollouts (top-5), policy only, CPU seconds of the process;
+- `rollout_with_reference_cpu_s`: the same rollouts with the reference stepped alongside the policy
+  (`reference_on: rollout`), and `rollout_reference_extra_cpu_s`, the difference;
+- `reference_cpu_s`: the learner's teacher-forced reference pass (no grad, micro-batched), part of
+  the learner-side update;
+- `update_cpu_s`: the whole RL update with the learner-side reference (`reference_on: learner`):
+  reference log-probs + policy log-probs + loss + backward + AdamW step (`smart_r1.train.step.update`);
+- `update_without_reference_cpu_s`: the same update when the rollouts carry the reference
+  log-probs (`reference_on: rollout`);
+- `update_over_rollout` (learner side: update / policy-only rollout),
+  `update_over_rollout_reference_on_rollout` (update without reference / rollout with reference),
+  `step_cpu_s_reference_on_learner` / `..._on_rollout` (rollout + update, the CPU of one sync step
+  without scoring);
+- `rss_after_rollout_mb`, `peak_rss_mb`, `n_microbatch`.
 
 Rewards are random numbers (the metric backend's time is not the learner's); the gradient does
 not depend on where they come from. CPU seconds are `resource.getrusage` user + system of the
@@ -20,6 +31,7 @@ process (all torch threads), so they are less sensitive to other load than wall 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import resource
@@ -65,19 +77,45 @@ def one_row(args) -> dict:
     objective = get_objective(args.objective, **params).to(device)
     stage = StageConfig(name="rft", objective=args.objective, steps=10, lr=5e-5)
     learner = argparse.Namespace(max_tokens_per_microbatch=args.max_tokens, autocast=args.autocast)
+    model_rollout_side = copy.deepcopy(model)  # the same start for the second update
     state = build_train_state(model, stage, objective, total_steps=10, learner=learner)
+    reference = state.reference
 
-    g = torch.Generator().manual_seed(args.seed)
-    c0, w0 = _cpu(), time.perf_counter()
-    rb = run_rollout(model, batch, args.rollouts, "topk", {"k": 5}, g)
-    rollout_cpu, rollout_wall = _cpu() - c0, time.perf_counter() - w0
+    def timed_rollout(ref):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        c0, w0 = _cpu(), time.perf_counter()
+        out = run_rollout(model, batch, args.rollouts, "topk", {"k": 5}, torch.Generator().manual_seed(args.seed),
+                          reference=ref)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return out, _cpu() - c0, time.perf_counter() - w0
+
+    run_rollout(model, batch, 1, "topk", {"k": 5}, torch.Generator().manual_seed(args.seed), reference=reference)  # warm-up
+    rb_ref, rollout_ref_cpu, rollout_ref_wall = timed_rollout(reference)  # reference_on: rollout
+    rb, rollout_cpu, rollout_wall = timed_rollout(None)  # policy only (reference_on: learner)
+    assert torch.equal(rb.token_index, rb_ref.token_index)  # the reference does not change the rollouts
     rss_rollout = _rss_mb()
-    rewards = torch.rand(args.rollouts, 1, generator=g).to(device)
-    exp = objective.make_experience(inputs, rb, rewards)
+    rewards = torch.rand(args.rollouts, 1, generator=torch.Generator().manual_seed(args.seed + 1)).to(device)
 
+    # warm-up update (1 rollout, a throwaway copy): the two timed updates below both start warm
+    warm = build_train_state(copy.deepcopy(model), stage, objective, total_steps=10, learner=learner)
+    update(warm, objective, objective.make_experience(inputs, rb_ref.select_rollouts(torch.tensor([0])), rewards[:1]))
+    del warm
+
+    # reference_on: rollout -- the experience carries the engine's reference log-probs
+    state_r = build_train_state(model_rollout_side, stage, objective, total_steps=10, learner=learner)
+    state_r.reference = None  # never used: the learner must not need it
+    exp_r = objective.make_experience(inputs, rb_ref, rewards)
+    c0 = _cpu()
+    metrics_r = update(state_r, objective, exp_r)
+    update_noref_cpu = _cpu() - c0
+
+    # reference_on: learner -- the update runs the teacher-forced reference pass
+    exp = objective.make_experience(inputs, rb, rewards)
     c0, w0 = _cpu(), time.perf_counter()
     if objective.needs_reference:
-        reference_logprobs(objective, state.reference, exp, None, args.max_tokens)  # cached in the experience
+        reference_logprobs(objective, reference, exp, None, args.max_tokens)  # cached in the experience
     ref_cpu = _cpu() - c0
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -90,9 +128,16 @@ def one_row(args) -> dict:
         "n_agent": n, "n_rollout": args.rollouts, "n_map_token": int(sc.n_map_token), "objective": args.objective,
         "max_tokens_per_microbatch": args.max_tokens, "autocast": args.autocast,
         "rollout_cpu_s": round(rollout_cpu, 2), "rollout_wall_s": round(rollout_wall, 2),
+        "rollout_with_reference_cpu_s": round(rollout_ref_cpu, 2), "rollout_with_reference_wall_s": round(rollout_ref_wall, 2),
+        "rollout_reference_extra_cpu_s": round(rollout_ref_cpu - rollout_cpu, 2),
         "reference_cpu_s": round(ref_cpu, 2),
         "update_cpu_s": round(update_cpu, 2), "update_wall_s": round(update_wall, 2),
+        "update_without_reference_cpu_s": round(update_noref_cpu, 2),
         "update_over_rollout": round(update_cpu / max(rollout_cpu, 1e-9), 2),
+        "update_over_rollout_reference_on_rollout": round(update_noref_cpu / max(rollout_ref_cpu, 1e-9), 2),
+        "step_cpu_s_reference_on_learner": round(rollout_cpu + update_cpu, 2),
+        "step_cpu_s_reference_on_rollout": round(rollout_ref_cpu + update_noref_cpu, 2),
+        "loss_reference_on_rollout": metrics_r["loss"],
         "rss_after_rollout_mb": round(rss_rollout), "peak_rss_mb": round(_rss_mb()),
         "n_microbatch": int(metrics["learner/n_microbatch"]), "loss": metrics["loss"], "grad_norm": metrics["grad_norm"],
         "policy_entropy": metrics["policy/entropy"], "threads": args.threads, "device": str(device),

@@ -287,9 +287,10 @@ def smart_rollout_scaling(cfg, data, n_rollout: int, repeats: int) -> dict:
     return out
 
 
-def smart_rft_loop(cfg, data, mode: str, out: Path, learner_workers: int = 0) -> dict:
+def smart_rft_loop(cfg, data, mode: str, out: Path, learner_workers: int = 0, reference_on: str | None = None) -> dict:
     """The library training loop (one MPO stage) with the distributed collector in `mode`; the
-    update in the driver (`learner_workers` 0) or on that many Ray Train ranks (`LearnerGroup`)."""
+    update in the driver (`learner_workers` 0) or on that many Ray Train ranks (`LearnerGroup`);
+    the reference log-probs where `reference_on` says (`learner.reference_on`; None: the config's)."""
     import copy
 
     from learner.smart_collect import DistributedCollector
@@ -297,6 +298,8 @@ def smart_rft_loop(cfg, data, mode: str, out: Path, learner_workers: int = 0) ->
     from smart_r1.train.pipeline import run_pipeline
 
     cfg = copy.deepcopy(cfg)
+    if reference_on is not None:
+        cfg.learner.reference_on = reference_on
     col = DistributedCollector(cfg, data.vocab, _rt(mode=mode))
     group = None
     try:
@@ -307,7 +310,8 @@ def smart_rft_loop(cfg, data, mode: str, out: Path, learner_workers: int = 0) ->
             wrap, updater, group_start_s = (lambda o: group.wrap(col.wrap(o))), group.update, group.start_seconds
         l0 = os.getloadavg()[0]
         t0 = time.perf_counter()
-        res = run_pipeline(cfg, out_dir=out / f"{mode}-{learner_workers}", data=data, wrap_objective=wrap, updater=updater)
+        res = run_pipeline(cfg, out_dir=out / f"{mode}-{learner_workers}-{cfg.learner.reference_on}", data=data,
+                           wrap_objective=wrap, updater=updater)
         total_wall = time.perf_counter() - t0
         info = col.actor_info()
     finally:
@@ -323,7 +327,7 @@ def smart_rft_loop(cfg, data, mode: str, out: Path, learner_workers: int = 0) ->
             "scoring (per scorer)": sum(g("runtime/score_seconds_total")) / 1,
             "learner (step - wait)": span - sum(wait_s)}
     return {
-        "mode": mode, "steps_measured": len(h), "scenes": scenes, "scenes_per_s": scenes / span, "span_s": span,
+        "mode": mode, "reference_on": cfg.learner.reference_on, "steps_measured": len(h), "scenes": scenes, "scenes_per_s": scenes / span, "span_s": span,
         "wall_s_incl_setup": total_wall, "stage_busy_s": busy, "bound_by": max(busy, key=busy.get),
         "learner_idle_fraction": sum(wait_s) / span,
         "learner_share": 1.0 - sum(wait_s) / span,  # of a step: update + make_experience (sync: rollouts not hidden)
@@ -340,7 +344,8 @@ def smart_rft_loop(cfg, data, mode: str, out: Path, learner_workers: int = 0) ->
     }
 
 
-def smart_benchmarks(quick: bool, only: str | None, learner_workers: list[int] | None = None) -> dict:
+def smart_benchmarks(quick: bool, only: str | None, learner_workers: list[int] | None = None,
+                     reference_on: list[str] | None = None) -> dict:
     out = Path(tempfile.mkdtemp(prefix="srt_bench_smart_", dir="/tmp"))
     n_scenes, bs, n_rollout = (24, 8, 8) if quick else (48, 8, 16)
     steps = 6 if quick else 12
@@ -350,7 +355,11 @@ def smart_benchmarks(quick: bool, only: str | None, learner_workers: list[int] |
     if only in (None, "scaling"):
         res["rollout_scaling"] = smart_rollout_scaling(cfg, data, n_rollout, 1 if quick else 2)
     if only in (None, "rft"):
-        res["rft_loop"] = {m: smart_rft_loop(cfg, data, m, out) for m in ("sync", "async")}
+        if reference_on:  # each place of the reference log-probs (learner.reference_on)
+            res["rft_loop"] = {f"{m} ref={r}": smart_rft_loop(cfg, data, m, out, reference_on=r)
+                               for r in reference_on for m in ("sync", "async")}
+        else:
+            res["rft_loop"] = {m: smart_rft_loop(cfg, data, m, out) for m in ("sync", "async")}
         for w in learner_workers or []:  # the update on a data-parallel worker group (learner.train_dp)
             res["rft_loop"].update({f"{m} dp{w}": smart_rft_loop(cfg, data, m, out, w) for m in ("sync", "async")})
     res["peak_rss_mb_driver"] = _peak_rss_mb()
@@ -465,6 +474,8 @@ def main(argv=None) -> int:
     p.add_argument("--memory-scenes", type=int, default=None, help="memory probe: scenes per epoch")
     p.add_argument("--learner-workers", type=int, nargs="*", default=[],
                    help="smart RFT loop: also run it with the update on N Ray Train ranks (runtime.learner.num_workers)")
+    p.add_argument("--reference-on", nargs="*", choices=["rollout", "learner"], default=[],
+                   help="smart RFT loop: run it once per value of learner.reference_on (default: the config's only)")
     args = p.parse_args(argv)
     t_start = time.perf_counter()
     ray = _init_ray()
@@ -484,7 +495,7 @@ def main(argv=None) -> int:
                 res["driver_memory"] = driver_memory(rft, args.memory_scenes or (32 if not q else 16), 30, args.keep_reports)
         # after the toy part, so the toy driver-memory figures do not start from the smart learner's peak
         if args.workload in ("smart", "all") and args.only in (None, "scaling", "rft"):
-            res["smart"] = smart_benchmarks(q, args.only, args.learner_workers)
+            res["smart"] = smart_benchmarks(q, args.only, args.learner_workers, args.reference_on)
         if args.only in (None, "broadcast"):
             res["broadcast_tiny"] = broadcast_latency(10 if not q else 3)
         res["rss_mb_driver"] = psutil.Process().memory_info().rss / 2**20

@@ -12,7 +12,6 @@ mean over the scenes MPO's alpha calibration draws (`calibration_batches` batche
 from __future__ import annotations
 
 import argparse
-import copy
 
 import numpy as np
 import torch
@@ -39,13 +38,12 @@ def main(argv=None) -> int:
     model = build_model_for(cfg, data.vocab)
     model.load_state_dict(Checkpoint.load(args.checkpoint).model)
     objective = get_objective("mpo", alpha=0.0, n_rollout=8, reward="rollout")
-    reference = copy.deepcopy(model)
     bs = cfg.data.batch_size
     scene_mean, scene_std = {}, {}
     for b in range(0, len(data.train), bs):
         idx = list(range(b, min(len(data.train), b + bs)))
         inputs = make_inputs(data.train, idx, data.vocab, cfg.data.max_train_agents, cfg.data.train_radius_m)
-        exp = objective.collect(model, inputs, generator=torch.Generator().manual_seed(b), reference=reference)
+        exp = objective.collect(model, inputs, generator=torch.Generator().manual_seed(b))  # rewards only
         r = exp.rewards  # [R, n_scene]
         for j, i in enumerate(idx):
             scene_mean[i] = float(r[:, j].mean())

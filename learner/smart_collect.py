@@ -18,6 +18,13 @@ objective (same loss, update, state, calibration) except that `collect` for RL o
    against the batch's logged history tokens) and `make_experience` builds the experience the
    library `update` consumes.
 
+With `learner.reference_on: rollout` the training loop hands `collect` the stage's frozen
+reference: it is published once per stage (`WeightStore.publish_reference`), every rollout task
+names its version, and each actor keeps a second model replica for it, which the engine steps
+alongside the policy to record the reference log-probs of the sampled tokens
+(`RolloutBatch.ref_logprob` / `.ref_sample_logprob`); they travel back with the chunk and the
+learner skips its own reference pass.
+
 Objectives without that split (BC, CAT-K) run their own `collect` unchanged in the learner.
 
 Two modes (`RuntimeConfig.mode`):
@@ -139,6 +146,8 @@ class SmartRolloutWorker:
         self.weight_store = ray.get_actor(names["weights"], namespace=ns)
         self.version = -1
         self.n_loads = 0
+        self.reference = None  # frozen reference replica, built at the first task that names one
+        self.reference_version = -1
 
     def sync(self, min_version: int) -> int:
         from learner.weights import load_numpy_state
@@ -161,11 +170,29 @@ class SmartRolloutWorker:
             self.version, self.n_loads = int(version), self.n_loads + 1
         return self.version
 
+    def sync_reference(self, version: int):
+        """The reference replica at exactly `version` (published before any task names it)."""
+        import copy
+
+        from learner.weights import load_numpy_state
+
+        if version != self.reference_version:
+            v, refs = ray.get(self.weight_store.latest_reference.remote())
+            if v != version:
+                raise RuntimeError(f"rollout actor: reference weights v{version} requested, the store holds v{v}")
+            if self.reference is None:
+                self.reference = copy.deepcopy(self.model).eval()
+                self.reference.requires_grad_(False)
+            load_numpy_state(self.reference, ray.get(refs[0]))
+            self.reference_version = version
+        return self.reference
+
     def rollout(self, objective_name: str, objective_params: dict, inputs, seed: int, min_version: int,
-                exact_weights: list | None = None):
+                exact_weights: list | None = None, reference_version: int = -1):
         """exact_weights=None: newest weights with version >= min_version (sync mode, one batch in
         flight); else [ref]: exactly version `min_version` (async mode: the next step's batch may
-        start after a newer version was published and must not pick it up)."""
+        start after a newer version was published and must not pick it up). reference_version >= 0:
+        the engine also scores the sampled tokens with that reference (`learner.reference_on: rollout`)."""
         import torch
 
         from smart_r1.objectives import get_objective
@@ -175,10 +202,11 @@ class SmartRolloutWorker:
             self.sync(min_version)
         else:
             self.load_exact(min_version, exact_weights)
+        reference = self.sync_reference(int(reference_version)) if reference_version >= 0 else None
         objective = get_objective(objective_name, **objective_params)
         gen = torch.Generator().manual_seed(int(seed))
         inputs = inputs.to(self.cfg.device)
-        rb = objective.rollout(self.model, inputs, gen)
+        rb = objective.rollout(self.model, inputs, gen, reference=reference)
         per_scene = [rb.to_rollouts(s) for s in range(len(inputs.scenario_ids))]
         cls_path, fields = rollout_batch_to_numpy(rb)
         for k, v in fields.items():  # the inputs themselves are not sent back (the learner has them)
@@ -195,7 +223,8 @@ class SmartRolloutWorker:
         return (out, *per_scene)
 
     def info(self) -> dict:
-        return {"pid": os.getpid(), "version": self.version, "weight_loads": self.n_loads, **_proc_stats()}
+        return {"pid": os.getpid(), "version": self.version, "weight_loads": self.n_loads,
+                "reference_version": self.reference_version, **_proc_stats()}
 
 
 class SmartScoreWorker:
@@ -285,6 +314,8 @@ class DistributedCollector:
         ray.get(self.assets.put.remote("vocab", [self._vocab_ref]))
         self.version = -1
         self._published_fingerprint = None
+        self.reference_version = -1
+        self._reference_fingerprint = None
         self._weight_refs: dict[int, object] = {}  # version -> ObjectRef (recent versions, async mode)
         cfg_dict = resolved_dict(cfg)
         rg = runtime.rollout_gpus if ray.cluster_resources().get("GPU", 0) else 0
@@ -333,6 +364,20 @@ class DistributedCollector:
             self.stats["publish_seconds"] += time.perf_counter() - t0
         return self.version
 
+    def publish_reference(self, reference) -> int:
+        """Publish the frozen reference's weights if they are not the published ones (once per RL
+        stage: the stage-start snapshot); returns its version, -1 without a reference."""
+        if reference is None:
+            return -1
+        fp = self._fingerprint(reference)
+        if fp != self._reference_fingerprint:
+            t0 = time.perf_counter()
+            self.reference_version += 1
+            ray.get(self.weight_store.publish_reference.remote(self.reference_version, [ray.put(state_to_numpy(reference))]))
+            self._reference_fingerprint = fp
+            self.stats["publish_seconds"] += time.perf_counter() - t0
+        return self.reference_version
+
     def current_version(self, policy) -> int:
         """The version the policy's weights have or would get if published now (no publish)."""
         return self.version if self._fingerprint(policy) == self._published_fingerprint else self.version + 1
@@ -358,10 +403,11 @@ class DistributedCollector:
                                      [inputs.scenes[i] for i in idx]).to("cpu"))  # CPU tensors cross processes
         return chunks, bounds
 
-    def collect(self, objective, policy, inputs, generator=None):
-        """Synchronous collect (policy lag 0)."""
+    def collect(self, objective, policy, inputs, generator=None, reference=None):
+        """Synchronous collect (policy lag 0). `reference`: score the tokens with it on the actors."""
         t_start = time.perf_counter()
         version = self.publish(policy)
+        ref_version = self.publish_reference(reference)
         seed0 = int(generator.initial_seed()) if generator is not None else 0
         n_scene = len(inputs.scenario_ids)
         chunks, bounds = self._chunks(inputs)
@@ -369,7 +415,7 @@ class DistributedCollector:
         rollouts = ResilientPool(self.rollout_actors, "rollout", 1, self.rt.max_restarts, "rollout")
         scoring = ResilientPool(self.scorers, "score", self.rt.max_inflight_scores_per_scorer, self.rt.max_restarts, "scorer")
         for c, chunk in enumerate(chunks):
-            rollouts.submit(c, objective.name, obj_params, chunk, seed0 + 7919 * c, version)
+            rollouts.submit(c, objective.name, obj_params, chunk, seed0 + 7919 * c, version, None, ref_version)
         parts: dict[int, dict] = {}
         step_rollout_s, step_score_s = [], []
         rewards: dict[int, np.ndarray] = {}
@@ -417,10 +463,11 @@ class DistributedCollector:
         return exp
 
     # ---- async mode -------------------------------------------------------------------------
-    def prefetch(self, objective, policy, inputs, generator=None) -> _Prefetched:
+    def prefetch(self, objective, policy, inputs, generator=None, reference=None) -> _Prefetched:
         """Submit this batch's rollouts with the current weights (published first if changed),
         each chunk's scenes chained into the scorer pool; returns the in-flight handle."""
         version = self.publish(policy)
+        ref_version = self.publish_reference(reference)
         seed0 = int(generator.initial_seed()) if generator is not None else 0
         chunks, bounds = self._chunks(inputs)
         obj_params = _objective_params(objective)
@@ -430,7 +477,7 @@ class DistributedCollector:
             n_c = int(bounds[c + 1] - bounds[c])
             actor = self.rollout_actors[c % len(self.rollout_actors)]
             refs = actor.rollout_split.options(num_returns=1 + n_c).remote(
-                objective.name, obj_params, chunk, seed0 + 7919 * c, version, weights)
+                objective.name, obj_params, chunk, seed0 + 7919 * c, version, weights, ref_version)
             chunk_refs.append(refs[0])
             for j in range(n_c):
                 s = int(bounds[c]) + j
@@ -569,6 +616,7 @@ class _DistributedObjective:
         object.__setattr__(self, "_fresh", None)  # the batch prefetched right before this step's collect
         object.__setattr__(self, "_policy", None)  # the policy module (known from the first collect)
         object.__setattr__(self, "_deferred", None)  # (inputs, generator) prefetched before the first collect
+        object.__setattr__(self, "_reference", None)  # the stage's reference when the actors score with it
 
     def __getattr__(self, name):
         if name == "prefetch" and self._collector.rt.mode != "async":
@@ -590,6 +638,7 @@ class _DistributedObjective:
         """Start the next step's rollouts now (async mode). The loop calls this before the
         stage's first `collect`, when the proxy does not know the policy yet: that request is
         deferred to the first `collect` (which then also runs its own batch on the chained path)."""
+        object.__setattr__(self, "_reference", reference)
         policy = self.__dict__.get("_policy")
         if policy is None:
             object.__setattr__(self, "_deferred", (inputs, generator))
@@ -597,15 +646,16 @@ class _DistributedObjective:
         self._submit(inputs, generator, policy)
 
     def _submit(self, inputs, generator, policy) -> None:
-        pending = self._collector.prefetch(self._inner, policy, inputs, generator)
+        pending = self._collector.prefetch(self._inner, policy, inputs, generator, self.__dict__["_reference"])
         self._pending.append(pending)
         object.__setattr__(self, "_fresh", pending)
 
     def collect(self, policy, inputs, generator=None, reference=None):
         col = self._collector
         object.__setattr__(self, "_policy", policy)
+        object.__setattr__(self, "_reference", reference)
         if col.rt.mode != "async":
-            return col.collect(self._inner, policy, inputs, generator)
+            return col.collect(self._inner, policy, inputs, generator, reference)
         seed0 = int(generator.initial_seed()) if generator is not None else 0
         fresh = self._fresh
         object.__setattr__(self, "_fresh", None)
@@ -623,8 +673,8 @@ class _DistributedObjective:
             # First step of a stage (or after resume): this batch goes out now with the current
             # weights (lag 0), the deferred next batch right behind it with the same weights.
             object.__setattr__(self, "_deferred", None)
-            match = col.prefetch(self._inner, policy, inputs, generator)
-            self._pending.append(col.prefetch(self._inner, policy, deferred[0], deferred[1]))  # for the next step
+            match = col.prefetch(self._inner, policy, inputs, generator, reference)
+            self._pending.append(col.prefetch(self._inner, policy, deferred[0], deferred[1], reference))  # for the next step
         exp, lag, current = None, 0, col.current_version(policy)
         if match is not None:
             lag = current - match.version
@@ -638,7 +688,7 @@ class _DistributedObjective:
                     col.stats["prefetch_hits"] += 1
         if exp is None:
             lag = 0
-            exp = col.collect(self._inner, policy, inputs, generator)
+            exp = col.collect(self._inner, policy, inputs, generator, reference)
         exp.metrics.update({
             "runtime/policy_lag": float(lag),
             "runtime/prefetch_misses": float(col.stats["prefetch_misses"]),

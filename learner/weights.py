@@ -4,6 +4,11 @@ The learner converts its policy's `state_dict` to numpy once per update, `ray.pu
 copy in the object store, read zero-copy by every actor on the node) and publishes
 `(version, ref)` to the `WeightStore` actor. Rollout actors ask the store for the newest
 version before each task and load the weights only when the version changed.
+
+RL stages with a reference model (`learner.reference_on: rollout`) also publish the frozen
+reference's weights, once per stage (the stage-start snapshot), in a second slot of the same
+store (`publish_reference` / `latest_reference`, its own version counter); rollout actors keep a
+second model replica for it and load it when a task names a newer reference version.
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ class WeightStore:
         self._version = -1
         self._refs: list = []
         self._published_at = 0.0
+        self._reference_version = -1
+        self._reference_refs: list = []
 
     def publish(self, version: int, refs: list) -> int:
         if version > self._version:
@@ -53,3 +60,12 @@ class WeightStore:
 
     def version(self) -> int:
         return self._version
+
+    def publish_reference(self, version: int, refs: list) -> int:
+        """The frozen reference model's weights (`[ObjectRef]` of the numpy state), newest version wins."""
+        if version > self._reference_version:
+            self._reference_version, self._reference_refs = int(version), refs
+        return self._reference_version
+
+    def latest_reference(self) -> tuple[int, list]:
+        return self._reference_version, self._reference_refs

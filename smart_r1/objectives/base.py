@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from smart_r1.objectives.logprob import recorded_reference_logprob
 from smart_r1.tokens.tokenized_scene import CURRENT_ANCHOR, N_HISTORY_TOKEN
 
 log = logging.getLogger(__name__)
@@ -190,11 +191,13 @@ def gather_logprob(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
 
 
 def run_rollout(model, batch, n_rollout: int, sampler: str, sampler_params: dict, generator: torch.Generator | None,
-                catk_target: bool = False):
+                catk_target: bool = False, reference=None):
     """Closed-loop rollout through the simulator (`smart_r1.sim.engine.rollout`), no grad.
 
     The simulator seeds each rollout's own stream from one integer; it is drawn from
     `generator`, so the rollouts are a pure function of the caller's generator state.
+    `reference`: a frozen model whose log-probs of the sampled tokens the engine records
+    (`RolloutBatch.ref_logprob` / `.ref_sample_logprob`); it does not change the rollouts.
     """
     from smart_r1.sim.engine import rollout  # late import: BC never loads the simulator
 
@@ -205,7 +208,7 @@ def run_rollout(model, batch, n_rollout: int, sampler: str, sampler_params: dict
     try:
         with torch.no_grad():
             return rollout(model, batch, n_rollout=n_rollout, sampler=sampler, seed=seed, catk_target=bool(catk_target),
-                           sampler_kwargs=dict(sampler_params))
+                           sampler_kwargs=dict(sampler_params), reference=reference)
     finally:
         model.train(was_training)
 
@@ -460,8 +463,9 @@ def reference_logprobs(objective, reference, experience: Experience, targets: To
                        max_tokens: int | None = DEFAULT_MAX_TOKENS_PER_MICROBATCH,
                        autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
     """Reference log-probs of the targets, [R, n_agent, T], no grad, micro-batched; computed once
-    per experience and cached in `experience.extras["logp_ref"]` (a runtime may also ship them
-    with the rollouts under that key)."""
+    per experience and cached in `experience.extras["logp_ref"]`. When the rollout engine scored
+    the tokens with the reference (`learner.reference_on: rollout`), `RLObjective.make_experience`
+    has put its values there already (0 where no token, like this pass) and nothing is computed."""
     cached = experience.extras.get("logp_ref")
     if cached is not None:
         return cached
@@ -698,18 +702,22 @@ class RLObjective(Objective):
         return None
 
     def collect(self, policy, inputs: TrainBatch, generator=None, reference=None) -> Experience:
-        """Roll out, score every scene, build the experience (single-process path)."""
+        """Roll out, score every scene, build the experience (single-process path). With a
+        `reference` (the loop passes it when `learner.reference_on: rollout`) the engine also
+        records the reference log-probs, and the learner skips its own reference pass."""
         if inputs.scenes is None:
             raise ValueError(f"objective {self.name!r} needs the scenes of the batch for its rewards (TrainBatch.scenes)")
-        rb = self.rollout(policy, inputs, generator)
+        rb = self.rollout(policy, inputs, generator, reference=reference)
         rewards, all_scores = score_rollouts(self.backend, self.reward_mode, inputs.scenes, rb)  # [R, n_scene]
         return self.make_experience(inputs, rb, rewards, all_scores)
 
     # The three pieces of `collect`, for a runtime that rolls out, scores and learns in
     # different processes: rollout actor -> `rollout`; scorer -> `score_scene(backend,
     # objective.reward_mode, scene, rb.to_rollouts(s))`; learner -> `make_experience` + `update`.
-    def rollout(self, policy, inputs: TrainBatch, generator=None):
-        return run_rollout(policy, inputs.batch, self.n_rollout, self.sampler, self.sampler_params, generator)
+    def rollout(self, policy, inputs: TrainBatch, generator=None, reference=None):
+        """`reference` is used only when the objective needs one (the engine scores the tokens with it)."""
+        return run_rollout(policy, inputs.batch, self.n_rollout, self.sampler, self.sampler_params, generator,
+                           reference=reference if self.needs_reference else None)
 
     def make_experience(self, inputs: TrainBatch, rb, rewards, all_scores=None) -> Experience:
         """rewards: [R, n_scene] (tensor or array, per rollout after the reward mode).
@@ -740,8 +748,15 @@ class RLObjective(Objective):
         if all_scores:
             metrics.update(score_metrics(all_scores))
         metrics.update(motion_guards(inputs.batch, rb, inputs.train_mask))
-        return Experience(inputs=inputs, rollout=rb, rewards=rewards, advantages=adv, metrics=metrics,
-                          extras={"reward_valid": valid})
+        extras = {"reward_valid": valid}
+        # Reference log-probs recorded by the rollout engine, in this objective's form (the form of
+        # `targets(...)`): `reference_logprobs` returns them instead of running its own pass.
+        logp_ref = recorded_reference_logprob(rb, self.logprob_form) if self.needs_reference else None
+        if logp_ref is not None:
+            extras["logp_ref"] = logp_ref  # [R, n_agent, 16]
+        if self.needs_reference:
+            metrics["learner/reference_from_rollout"] = float(logp_ref is not None)
+        return Experience(inputs=inputs, rollout=rb, rewards=rewards, advantages=adv, metrics=metrics, extras=extras)
 
     # How the policy's log-prob of a sampled token is measured (`smart_r1.objectives.logprob`):
     # 'full_softmax' (the model's distribution) or 'sampled' (the sampler's, over the recorded support).

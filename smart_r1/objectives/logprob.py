@@ -119,3 +119,12 @@ def recorded_logprob(rb, form: str) -> torch.Tensor:
         raise ValueError(f"the rollout batch has no recorded {form!r} log-prob (RolloutBatch.sample_logprob): "
                          "it was made by a simulator that does not record the sampler's distribution")
     return lp.float()
+
+
+def recorded_reference_logprob(rb, form: str) -> torch.Tensor | None:
+    """The reference model's log-prob of each rollout token in `form`, as recorded by the rollout
+    engine when it was given the reference (`RolloutBatch.ref_logprob` / `.ref_sample_logprob`),
+    or None (no reference at rollout time, or a batch from before these fields). [R, n_agent, 16]"""
+    check_form(form)
+    lp = getattr(rb, "ref_logprob" if form == "full_softmax" else "ref_sample_logprob", None)
+    return None if lp is None else lp.float()

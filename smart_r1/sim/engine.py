@@ -23,6 +23,13 @@ Every sampled token is recorded with its log-probability under the model's full 
 sampler's support `sample_support`, renormalised, temperature applied), the quantity the RL
 objectives' `sampled` form re-computes by teacher forcing (`objectives.logprob.token_logprob`).
 
+`rollout(..., reference=ref_model)`: a second `_IncrementalDecoder` for the frozen reference
+model is stepped on the same anchor / token states (its own map encoding and caches, the same
+"positions 0..2 once" and rollout chunks) and scores each token the policy just sampled, in both
+forms (`ref_logprob`: full softmax; `ref_sample_logprob`: over the recorded support with the
+sampler's temperature). These equal the learner's teacher-forced `objectives.base.reference_logprobs`
+of the same rollouts, so a runtime can compute them where the rollout runs (`learner.reference_on`).
+
 `naive_rollout(...)`: the baseline: a Python loop over rollouts and steps that re-runs the full
 teacher-forced forward (map encoder included) on positions 0..p at every step. Same sampler
 random streams, so with the same seed it produces the same tokens (test: argmax and top-k).
@@ -138,6 +145,8 @@ class _RolloutState:
         self.sample_support: torch.Tensor | None = None  # [R, n, 16, k] int32, allocated at the first draw
         self.sample_temperature = 1.0
         self.catk_target = torch.full((r, n, N_FUTURE_TOKEN), -1, dtype=torch.long, device=dev)  # [R, n, 16]
+        self.ref_logprob: torch.Tensor | None = None  # [R, n, 16] under the reference (full softmax), with a reference
+        self.ref_sample_logprob: torch.Tensor | None = None  # [R, n, 16] under the reference (sampled support)
         self.sim_rows = torch.nonzero(batch.sim_mask).reshape(-1)  # [n_sim]
         self.dist = _CornerDistance(batch)
 
@@ -187,6 +196,24 @@ class _RolloutState:
             best = self.dist.closest(slot, target)  # [R*n_sim]
             self.catk_target[:, rows, f] = torch.where(has_log, best, -1).reshape(r, n_sim)
 
+    def score_reference(self, p: int, ref_logits: torch.Tensor) -> None:
+        """ref_logits [R, n_sim, V] of the reference at position p -> both log-prob forms of the
+        token just sampled at p (call after `sample(p, ...)`)."""
+        rows = self.sim_rows
+        r, n_sim = ref_logits.shape[0], rows.numel()
+        if self.ref_logprob is None:
+            self.ref_logprob = torch.zeros_like(self.logprob)  # [R, n, 16]
+            self.ref_sample_logprob = torch.zeros_like(self.logprob)  # [R, n, 16]
+        if n_sim == 0:
+            return
+        f = p - CURRENT_ANCHOR
+        flat = ref_logits.reshape(r * n_sim, -1)  # [R*n_sim, V]
+        tok = self.token_index[:, rows, p].reshape(-1)  # [R*n_sim]
+        support = self.sample_support[:, rows, f].reshape(r * n_sim, -1)  # [R*n_sim, k]
+        self.ref_logprob[:, rows, f] = token_logprob(flat, tok, "full_softmax").reshape(r, n_sim)
+        self.ref_sample_logprob[:, rows, f] = token_logprob(flat, tok, "sampled", support, self.sample_temperature,
+                                                            check=False).reshape(r, n_sim)
+
     def result(self, sampler, seed) -> RolloutBatch:
         if self.sample_support is None:  # nothing simulated: an empty support of width 1
             self.sample_support = torch.full((*self.sample_logprob.shape, 1), -1, dtype=torch.int32,
@@ -197,6 +224,7 @@ class _RolloutState:
             future_pose=self.future_pose, sim_mask=self.batch.sim_mask.clone(), sampler=repr(sampler), seed=seed,
             sample_logprob=self.sample_logprob, sample_support=self.sample_support,
             sample_temperature=float(getattr(sampler, "temperature", 1.0)),
+            ref_logprob=self.ref_logprob, ref_sample_logprob=self.ref_sample_logprob,
         )
 
 
@@ -299,6 +327,7 @@ def rollout(
     progress: bool = False,
     timings: dict | None = None,
     chunk_rows: int | None = 128,
+    reference: SmartModel | None = None,
 ) -> RolloutBatch:
     """Batched closed-loop rollouts with cached map encodings and temporal keys/values.
 
@@ -309,48 +338,61 @@ def rollout(
     log-probabilities are always recorded (they cost one log-softmax per step).
     `timings`, if a dict, receives seconds spent per phase. `chunk_rows`: rollouts are processed in
     groups of about this many agent rows per step (None: all at once); results do not depend on it.
+    `reference`: a frozen model with the same vocabulary; its log-probs of every sampled token are
+    recorded (`RolloutBatch.ref_logprob`, `.ref_sample_logprob`; None without a reference) at the
+    cost of one more incremental forward per step.
     """
     smp = _prepare(model, batch, n_rollout, sampler, sampler_kwargs)
     was_training = model.training
+    ref_was_training = reference.training if reference is not None else False
     model.eval()
+    if reference is not None:
+        reference.eval()
     try:
         t0 = time.perf_counter()
         state = _RolloutState(batch, n_rollout)
         gens = rollout_generators(seed, n_rollout)
-        dec = _IncrementalDecoder(model, batch)
-        dec.init_cache(batch.n_agent)
+        decoders = [_IncrementalDecoder(m, batch) for m in ([model] if reference is None else [model, reference])]
+        for d in decoders:  # [0] the policy, [1] the reference
+            d.init_cache(batch.n_agent)
         t1 = time.perf_counter()
         sim = state.sim_rows
         base = lambda t: t[:1]  # noqa: E731 history identical in every rollout
-        logits = None
+        logits: list = [None] * len(decoders)  # per decoder [1, n_sim, V], then [R, n_sim, V]
         for p in range(CURRENT_ANCHOR + 1):  # positions 0..2 once, un-repeated
             head = sim if p == CURRENT_ANCHOR else sim[:0]
-            logits = dec.step(p, base(state.anchor_pose), base(state.anchor_valid), base(state.token_index),
-                              base(state.token_valid), head)
+            logits = [d.step(p, base(state.anchor_pose), base(state.anchor_valid), base(state.token_index),
+                             base(state.token_valid), head) for d in decoders]
         # Future positions: only the agents to simulate have rows (the others have no valid future
         # anchor, so they are never keys and their outputs are unused).
-        dec.repeat(n_rollout, sim)
-        logits = logits.expand(n_rollout, -1, -1)  # [R, n_sim, V]
+        for d in decoders:
+            d.repeat(n_rollout, sim)
+        logits = [lg.expand(n_rollout, -1, -1) for lg in logits]  # [R, n_sim, V] each
         all_sim = torch.arange(sim.numel(), device=sim.device)  # [n_sim]
         steps = range(CURRENT_ANCHOR, N_TOKEN_STEP)
         for p in tqdm(steps, desc="rollout", disable=not progress, leave=False):
-            state.sample(p, logits, smp, gens, catk_target)
+            state.sample(p, logits[0], smp, gens, catk_target)
+            if reference is not None:
+                state.score_reference(p, logits[1])
             if p + 1 < N_TOKEN_STEP and sim.numel():
                 # rollouts in chunks of ~chunk_rows rows: keeps the [rows, K, inner] edge tensors cache-sized
                 per = max(1, int(chunk_rows) // max(1, sim.numel())) if chunk_rows else n_rollout
-                parts = []
+                parts: list[list[torch.Tensor]] = [[] for _ in decoders]
                 for r0 in range(0, n_rollout, per):
                     r1 = min(n_rollout, r0 + per)
-                    parts.append(dec.step(p + 1, state.anchor_pose[r0:r1, sim], state.anchor_valid[r0:r1, sim],
+                    for d, out in zip(decoders, parts):
+                        out.append(d.step(p + 1, state.anchor_pose[r0:r1, sim], state.anchor_valid[r0:r1, sim],
                                           state.token_index[r0:r1, sim], state.token_valid[r0:r1, sim], all_sim,
                                           agents=sim, row_offset=r0 * sim.numel()))
-                logits = torch.cat(parts, 0)  # [R, n_sim, V]
+                logits = [torch.cat(out, 0) for out in parts]  # [R, n_sim, V] each
         if timings is not None:
             timings["setup_s"] = t1 - t0
             timings["total_s"] = time.perf_counter() - t0
         return state.result(smp, seed)
     finally:
         model.train(was_training)
+        if reference is not None:
+            reference.train(ref_was_training)
 
 
 @torch.no_grad()

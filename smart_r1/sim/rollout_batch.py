@@ -31,6 +31,11 @@ class RolloutBatch:
     sample_logprob: torch.Tensor | None = None  # [R, n_agent, 16] float32
     sample_support: torch.Tensor | None = None  # [R, n_agent, 16, k] int32 token ids the sampler drew from, -1 = none
     sample_temperature: float = 1.0
+    # log-prob of the sampled token under the frozen reference model, recorded by the engine when
+    # given one (`rollout(..., reference=...)`), 0 if not simulated; None without a reference.
+    # The learner uses them instead of its own teacher-forced reference pass (`learner.reference_on`).
+    ref_logprob: torch.Tensor | None = None  # [R, n_agent, 16] float32 full softmax (T = 1)
+    ref_sample_logprob: torch.Tensor | None = None  # [R, n_agent, 16] float32 over `sample_support`, temperature applied
 
     @property
     def n_rollout(self) -> int:

@@ -9,7 +9,7 @@ naming the file and the field path, e.g. `configs/x.yaml: stages[2].lr: expected
     stages:    [{name, objective, epochs | steps, lr, params, freeze, ...}, ...]
     eval:      {n_scenes, n_rollout, sampler, sampler_params, backend, after_each_stage, every_n_steps,
                 during_stage_n_scenes, render_scenes}
-    learner:   {max_tokens_per_microbatch: 1024, autocast: none}
+    learner:   {max_tokens_per_microbatch: 1024, autocast: none, reference_on: rollout | learner}
     device:    cpu | cuda | auto
     tracking:  {uri, experiment, run_name, enabled, system_metrics, system_metrics_interval, register_model, model_name}
 
@@ -114,6 +114,9 @@ class TrackingConfig:
     model_name: str | None = None  # registered model name; default `<experiment>-policy`
 
 
+REFERENCE_ON = ("rollout", "learner")  # learner.reference_on
+
+
 @dataclass
 class LearnerConfig:
     """How the learner runs one update (`smart_r1.train.step.update`); docs/training.md and
@@ -123,6 +126,11 @@ class LearnerConfig:
     # update ~ this budget x the model's per-row activation size, whatever the rollouts / agents.
     max_tokens_per_microbatch: int = 1024
     autocast: str = "none"  # none | bf16: torch.autocast dtype of the update's forwards
+    # Where the frozen reference's log-probs of the sampled tokens are computed (RL objectives with
+    # a KL / reference term): `rollout` (the engine steps the reference alongside the policy and the
+    # values travel with the rollouts) or `learner` (a teacher-forced no-grad pass in the update).
+    # Same numbers either way; docs/training.md says which is faster and why.
+    reference_on: str = "rollout"
 
 
 @dataclass
@@ -289,6 +297,8 @@ def _validate(cfg: TrainConfig, where: str) -> TrainConfig:
                           f"got {cfg.learner.max_tokens_per_microbatch}")
     if cfg.learner.autocast not in ("none", "bf16"):
         raise ConfigError(f"{where}learner.autocast: expected none | bf16 (no fp16: it needs loss scaling), got {cfg.learner.autocast!r}")
+    if cfg.learner.reference_on not in REFERENCE_ON:
+        raise ConfigError(f"{where}learner.reference_on: expected {' | '.join(REFERENCE_ON)}, got {cfg.learner.reference_on!r}")
     if not (cfg.device in ("cpu", "cuda", "auto") or cfg.device.startswith("cuda:")):
         raise ConfigError(f"{where}device: expected cpu | cuda | cuda:N | auto, got {cfg.device!r}")
     d = cfg.data

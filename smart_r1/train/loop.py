@@ -264,7 +264,7 @@ class Trainer:
             idx = step_indices(len(self.train), batch_size, derive_seed(self.cfg.seed, "calibrate"), stage_index, i)
             inputs = make_inputs(self.train, idx, self.vocab, self.cfg.data.max_train_agents, self.cfg.data.train_radius_m)
             gen = torch.Generator().manual_seed(derive_seed(self.cfg.seed, stage_index, "calibrate", i))
-            exp = objective.collect(state.model, inputs, generator=gen, reference=state.reference)
+            exp = objective.collect(state.model, inputs, generator=gen, reference=None)  # rewards only
             rewards.append(exp.rewards[exp.extras["reward_valid"]].flatten())
         allr = torch.cat(rewards)
         if allr.numel() == 0:
@@ -384,6 +384,9 @@ class Trainer:
                        disable=not cfg.progress, dynamic_ncols=True)
         except ImportError:
             bar = None
+        # `learner.reference_on: rollout`: the rollout engine scores the sampled tokens with the
+        # reference too (collect gets it); `learner`: the update's own teacher-forced pass does.
+        collect_reference = state.reference if cfg.learner.reference_on == "rollout" else None
         while state.step < total:
             step = state.step
             torch.manual_seed(derive_seed(cfg.seed, stage_index, step, "torch"))
@@ -393,8 +396,8 @@ class Trainer:
             prefetch = getattr(objective, "prefetch", None)
             if prefetch is not None and step + 1 < total:
                 next_gen = torch.Generator().manual_seed(derive_seed(cfg.seed, stage_index, step + 1, "rollout"))
-                prefetch(self._inputs(stage_index, step + 1, objective, bs), next_gen, state.reference)
-            experience = objective.collect(self.model, inputs, generator=gen, reference=state.reference)
+                prefetch(self._inputs(stage_index, step + 1, objective, bs), next_gen, collect_reference)
+            experience = objective.collect(self.model, inputs, generator=gen, reference=collect_reference)
             if self.updater is None:
                 metrics = update(state, objective, experience)
             else:

@@ -63,6 +63,9 @@ def test_async_mpo_stage_lag_one_and_deterministic(tmp_path, ray_local, restarta
     assert all(h["runtime/prefetch_misses"] == 0.0 and h["runtime/dropped_stale"] == 0.0 for h in first)
     assert all(math.isfinite(h["loss"]) and 0.0 <= h["reward/mean"] <= 1.0 for h in first)
     assert first[-1]["kl"] > 0.0
+    # the reference log-probs came from the 2 actors (default `learner.reference_on: rollout`),
+    # merged across their chunks, in the prefetched (lag 1) batches too
+    assert all(h["learner/reference_from_rollout"] == 1.0 for h in first)
 
     second = _run(tmp_path, "a2", "async")
     # Same seed: the same run to float rounding. (Bit-identical before the micro-batched update;

@@ -221,3 +221,47 @@ def test_attention_with_all_neighbours_masked_equals_no_neighbours():
     out = blk(x, kv, kv, some, kv, kv)
     torch.testing.assert_close(out[1:], empty[1:])
     assert not torch.allclose(out[0], empty[0])
+
+
+@pytest.mark.parametrize("chunk_rows", [128, 1])
+def test_reference_logprobs_recorded_by_the_engine_equal_the_learners(setup, chunk_rows):
+    """`rollout(..., reference=ref)` records the reference's log-probs of the sampled tokens in both
+    forms, equal (<= 1e-5) to the learner's teacher-forced `reference_logprobs` of the same
+    rollouts, for a reference that differs from the policy; the policy's own tokens and log-probs
+    do not change; without a reference both fields are None."""
+    import copy
+
+    from smart_r1.objectives import get_objective
+    from smart_r1.objectives.base import TrainBatch, reference_logprobs
+
+    vocab, scenes, batch, model = setup
+    reference = copy.deepcopy(model)
+    with torch.no_grad():  # the policy moved away from the stage-start reference
+        for p in reference.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+    kwargs = {"k": 5, "temperature": 0.7}
+    plain = rollout(model, batch, n_rollout=3, sampler="topk", seed=3, sampler_kwargs=kwargs, chunk_rows=chunk_rows)
+    rb = rollout(model, batch, n_rollout=3, sampler="topk", seed=3, sampler_kwargs=kwargs, chunk_rows=chunk_rows,
+                 reference=reference)
+    assert plain.ref_logprob is None and plain.ref_sample_logprob is None
+    assert torch.equal(rb.token_index, plain.token_index) and torch.equal(rb.logprob, plain.logprob)
+    sim = batch.sim_mask
+    assert rb.ref_logprob.shape == rb.ref_sample_logprob.shape == (3, batch.n_agent, 16)
+    assert (rb.ref_logprob[:, ~sim] == 0).all() and (rb.ref_sample_logprob[:, ~sim] == 0).all()
+    assert (rb.ref_logprob[:, sim] - rb.logprob[:, sim]).abs().max() > 1e-2  # reference != policy
+    inputs = TrainBatch(batch, sim.clone(), list(batch.scenario_id))
+    for form, recorded in (("full_softmax", rb.ref_logprob), ("sampled", rb.ref_sample_logprob)):
+        objective = get_objective("mpo", alpha=0.0, n_rollout=3, sampler_params=kwargs, logprob=form)
+        exp = objective.make_experience(inputs, dataclasses_replace_no_ref(rb), torch.zeros(3, batch.n_scene))
+        assert "logp_ref" not in exp.extras  # no engine values: the learner computes them
+        learner = reference_logprobs(objective, reference, exp)  # [R, n, 16] teacher-forced, micro-batched
+        torch.testing.assert_close(recorded, learner, atol=1e-5, rtol=0)
+        shipped = objective.make_experience(inputs, rb, torch.zeros(3, batch.n_scene))
+        assert shipped.extras["logp_ref"] is recorded  # the learner uses the engine's form-matched values
+        assert reference_logprobs(objective, None, shipped) is recorded
+
+
+def dataclasses_replace_no_ref(rb):
+    import dataclasses
+
+    return dataclasses.replace(rb, ref_logprob=None, ref_sample_logprob=None)

@@ -96,5 +96,8 @@ def test_learner_section_errors_name_the_field():
         load_config(ROOT / "configs" / "tiny_test.yaml", ["learner.max_tokens_per_microbatch=4"])
     with pytest.raises(ConfigError, match="learner.autocast"):
         load_config(ROOT / "configs" / "tiny_test.yaml", ["learner.autocast=fp8"])
+    assert load_config(ROOT / "configs" / "tiny_test.yaml", ["learner.reference_on=learner"]).learner.reference_on == "learner"
+    with pytest.raises(ConfigError, match="learner.reference_on"):
+        load_config(ROOT / "configs" / "tiny_test.yaml", ["learner.reference_on=scorer"])
     with pytest.raises(ConfigError, match="device"):
         load_config(ROOT / "configs" / "tiny_test.yaml", ["device=tpu"])

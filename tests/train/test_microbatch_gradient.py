@@ -103,3 +103,40 @@ def test_microbatched_gradient_equals_one_shot(setup, name):
     assert abs(loss_mb - float(loss_one.detach())) <= 1e-5 * max(1.0, abs(float(loss_one.detach())))
     assert metrics_mb["learner/n_microbatch"] == len(plan)
     assert abs(metrics_mb["policy/entropy"] - metrics_one["policy/entropy"]) < 1e-4 and metrics_mb["policy/entropy"] > 0
+
+
+@pytest.mark.parametrize("name", ["mpo", "dpo"])  # the sampled-support and the full-softmax reference form
+def test_update_with_reference_from_the_rollout_equals_learner_reference(setup, name):
+    """`learner.reference_on: rollout` (the engine records the reference log-probs, the learner
+    skips its pass) and `learner` (the update's teacher-forced pass) give the same loss, gradients
+    and weights after one `update` (<= 1e-5 relative)."""
+    import copy
+    import dataclasses
+
+    from smart_r1.train.config import StageConfig
+    from smart_r1.train.step import build_train_state, update
+
+    model, reference, inputs = setup
+    rb = run_rollout(model, inputs.batch, N_ROLLOUT, "topk", {"k": 5}, torch.Generator().manual_seed(11),
+                     reference=reference)
+    rewards = torch.rand(N_ROLLOUT, inputs.n_scene, generator=torch.Generator().manual_seed(12))
+    stage = StageConfig(name="rft", objective=name, steps=4, lr=1e-3)
+    out = {}
+    for where, batch in (("rollout", rb), ("learner", dataclasses.replace(rb, ref_logprob=None, ref_sample_logprob=None))):
+        objective = get_objective(name, **PARAMS[name])
+        exp = objective.make_experience(inputs, batch, rewards)
+        assert ("logp_ref" in exp.extras) == (where == "rollout")
+        policy = copy.deepcopy(model)
+        state = build_train_state(policy, stage, objective, total_steps=4, reference=reference)
+        # the rollout path never runs the reference model: a broken one must not matter
+        state.reference = None if where == "rollout" else reference
+        metrics = update(state, objective, exp)
+        grads = torch.cat([p.grad.reshape(-1) for p in policy.parameters() if p.grad is not None])
+        weights = torch.cat([p.detach().reshape(-1) for p in policy.parameters()])
+        out[where] = (metrics["loss"], grads, weights)
+    (loss_r, g_r, w_r), (loss_l, g_l, w_l) = out["rollout"], out["learner"]
+    assert float(g_l.norm()) > 0
+    assert abs(loss_r - loss_l) <= 1e-5 * max(1.0, abs(loss_l))
+    assert float((g_r - g_l).norm() / g_l.norm()) <= 1e-5
+    assert float((w_r - w_l).norm() / w_l.norm()) <= 1e-5 and not torch.equal(w_l, torch.cat(
+        [p.detach().reshape(-1) for p in model.parameters()]))  # the step moved the weights
