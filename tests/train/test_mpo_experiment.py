@@ -86,3 +86,16 @@ def test_arms_share_the_rft_template_and_differ_where_they_should():
     assert arms["sft_continued"][0]["objective"] == "catk"
     with pytest.raises(ValueError, match="unknown arm 'nope'"):
         load_experiment(str(REPO / "configs" / "experiment_mpo.yaml"), ["experiment.arms=[sft_continued,nope]"])
+
+
+def test_reduced_config_keeps_the_design_and_sft_continued_sees_the_same_scenes_per_step():
+    """The reduced-scale run (configs/experiment_mpo_reduced.yaml) shrinks the scale, not the design:
+    every arm, the placebo, the test split of >= 100 scenes, >= 3 seeds' worth of SFT from one
+    shared BC; and SFT continued takes as many scenes per step as the RFT arms."""
+    raw, exp = load_experiment(str(REPO / "configs" / "experiment_mpo_reduced.yaml"), [])
+    arms = arm_stages(raw, exp)
+    assert list(arms) == list(ARM_LABELS) and exp["n_test_scenes"] >= 100 and exp["shared_bc"]
+    rft = [s for s in raw["stages"] if s["name"] == "rft"][0]
+    assert rft["batch_size"] and all(stages[-1]["batch_size"] == rft["batch_size"] for stages in arms.values())
+    full_arms = arm_stages(*load_experiment(str(REPO / "configs" / "experiment_mpo.yaml"), []))
+    assert full_arms["sft_continued"][0].get("batch_size") is None  # the full config: data.batch_size everywhere
