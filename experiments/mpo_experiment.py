@@ -392,7 +392,11 @@ def build_report(test: dict[str, dict[int, list[dict]]], oracle: list[dict], rea
              ("mpo_sampled", "placebo", "MPO sampled − placebo"),
              ("mpo_paper", "grpo", "paper MPO − GRPO (paper: MPO better)"),
              ("mpo_paper", "dpo", "paper MPO − DPO (paper: MPO better)"),
-             ("mpo_paper", "ppo", "paper MPO − PPO (paper: MPO better)")]
+             ("mpo_paper", "ppo", "paper MPO − PPO (paper: MPO better)"),
+             ("mpo_sampled", "grpo", "MPO sampled − GRPO"),
+             ("mpo_sampled", "dpo", "MPO sampled − DPO"),
+             ("mpo_sampled", "ppo", "MPO sampled − PPO"),
+             ("mpo_group_mean", "mpo_sampled", "MPO group-mean − MPO sampled (threshold, calibrated alpha)")]
     got = [(a, b, t) for a, b, t in pairs if a in test and b in test and sorted(test[a]) == seeds and sorted(test[b]) == seeds]
     if got:
         lines += ["", "Other paired comparisons (test split, realism meta):\n", "| comparison | Δ realism meta [CI] | verdict |", "|---|---|---|"]
