@@ -751,10 +751,10 @@ class RLObjective(Objective):
         extras = {"reward_valid": valid}
         # Reference log-probs recorded by the rollout engine, in this objective's form (the form of
         # `targets(...)`): `reference_logprobs` returns them instead of running its own pass.
-        logp_ref = recorded_reference_logprob(rb, self.logprob_form) if self.needs_reference else None
-        if logp_ref is not None:
-            extras["logp_ref"] = logp_ref  # [R, n_agent, 16]
         if self.needs_reference:
+            logp_ref = recorded_reference_logprob(rb, self.logprob_form)  # [R, n_agent, 16] or None
+            if logp_ref is not None:
+                extras["logp_ref"] = logp_ref
             metrics["learner/reference_from_rollout"] = float(logp_ref is not None)
         return Experience(inputs=inputs, rollout=rb, rewards=rewards, advantages=adv, metrics=metrics, extras=extras)
 

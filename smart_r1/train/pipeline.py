@@ -157,7 +157,7 @@ def check_scenes_for_stages(cfg: TrainConfig, train_scenes: list, val_scenes: li
         shown = ", ".join(f"{s.scenario_id} ({s.source or '<in memory>'})" for s in scenes[:5])
         return shown + (f" and {len(scenes) - 5} more" if len(scenes) > 5 else "")
 
-    rl_stages = [s.name for s in cfg.stages if getattr(objective_class(s.objective), "needs_scenes", False)]
+    rl_stages = [s.name for s in cfg.stages if objective_class(s.objective).needs_scenes]
     if rl_stages:
         bad = missing_map(train_scenes)
         if bad:
